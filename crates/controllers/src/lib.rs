@@ -8,7 +8,9 @@
 
 pub mod endpoints;
 pub mod pods;
+mod manager;
 mod runner;
 pub mod slices;
 
-pub use runner::{run, ControllersConfig, ControllersError};
+pub use manager::run;
+pub use runner::{ControllersConfig, ControllersError};

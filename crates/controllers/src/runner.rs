@@ -34,6 +34,8 @@ pub enum ControllersError {
     Connect(#[from] ferry_client::ClientError),
     #[error("the {0} watch ended")]
     WatchEnded(&'static str),
+    #[error(transparent)]
+    Runtime(#[from] ferry_runtime::RuntimeError),
 }
 
 /// Why one reconcile failed (the key is retried with back-off).
@@ -52,12 +54,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Runs the Endpoints, EndpointSlice and mirroring controllers until `shutdown` becomes `true` (or its sender is
 /// dropped). Spawns no tasks: everything runs inside this future, so it is done when it returns.
-pub async fn run(config: ControllersConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), ControllersError> {
-    let client = tokio::select! {
-        biased;
-        _ = ferry_client::stopped(&mut shutdown) => return Ok(()),
-        client = ferry_client::connect(&config.kubeconfig) => client?,
-    };
+pub(crate) async fn run(client: Client, mut shutdown: watch::Receiver<bool>) -> Result<(), ControllersError> {
     let (services, service_writer) = reflector::store::<Service>();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let (endpoints_store, endpoints_writer) = reflector::store::<Endpoints>();

@@ -7,7 +7,6 @@
 //! kube-rs's reflectors.
 #![forbid(unsafe_code)]
 
-mod events;
 pub mod fit;
 pub mod quantity;
 mod queue;

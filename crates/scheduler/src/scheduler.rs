@@ -17,7 +17,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::events::Recorder;
+use ferry_runtime::events::Recorder;
 use crate::fit::{self, Resources};
 use crate::queue::{Attempt, PodKey, Queue};
 

@@ -1,13 +1,13 @@
-//! core/v1 Events about pods, correlated as client-go's recorder does: the same event (object, type, reason,
+//! core/v1 Events about any object, correlated as client-go's recorder does: the same event (object, type, reason,
 //! message) repeated updates the existing Event's `count` and `lastTimestamp` instead of creating another.
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::Client;
+use kube::{Client, Resource};
 
 /// How many distinct events are remembered for correlation (client-go's cache size).
 const CACHE_SIZE: usize = 4096;
@@ -17,8 +17,8 @@ const MESSAGE_LIMIT: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct EventKey {
     namespace: String,
-    pod_name: String,
-    pod_uid: String,
+    name: String,
+    uid: String,
     type_: String,
     reason: String,
     message: String,
@@ -58,20 +58,32 @@ impl Recorder {
         Recorder { client, component: component.to_string(), seen: HashMap::new(), clock: 0 }
     }
 
-    /// Drops what is remembered about a pod (it is gone).
-    pub fn forget(&mut self, pod_uid: &str) {
-        self.seen.retain(|k, _| k.pod_uid != pod_uid);
+    /// Drops what is remembered about an object (it is gone).
+    pub fn forget(&mut self, uid: &str) {
+        self.seen.retain(|k, _| k.uid != uid);
     }
 
-    /// Records an event about `pod`. Failures are logged: events are best effort.
-    pub async fn record(&mut self, pod: &Pod, type_: &str, reason: &str, message: &str) {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    /// Records a `Normal` event about `obj`.
+    pub async fn normal<K: Resource<DynamicType = ()>>(&mut self, obj: &K, reason: &str, message: &str) {
+        self.record(obj, "Normal", reason, message).await
+    }
+
+    /// Records a `Warning` event about `obj`.
+    pub async fn warning<K: Resource<DynamicType = ()>>(&mut self, obj: &K, reason: &str, message: &str) {
+        self.record(obj, "Warning", reason, message).await
+    }
+
+    /// Records an event about `obj`. Failures are logged: events are best effort.
+    pub async fn record<K: Resource<DynamicType = ()>>(&mut self, obj: &K, type_: &str, reason: &str, message: &str) {
+        let meta = obj.meta();
+        // Events about cluster-scoped objects live in `default`, as upstream's recorder puts them.
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_string());
+        let object_name = meta.name.clone().unwrap_or_default();
         let message = truncate_message(message);
         let key = EventKey {
             namespace: namespace.clone(),
-            pod_name: pod_name.clone(),
-            pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+            name: object_name.clone(),
+            uid: meta.uid.clone().unwrap_or_default(),
             type_: type_.to_string(),
             reason: reason.to_string(),
             message: message.clone(),
@@ -97,16 +109,16 @@ impl Recorder {
                 }
             }
         }
-        let name = format!("{pod_name}.{:x}", now.as_nanosecond());
+        let name = format!("{object_name}.{:x}", now.as_nanosecond());
         let event = Event {
             metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), ..Default::default() },
             involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                namespace: Some(namespace),
-                name: Some(pod_name),
-                uid: pod.metadata.uid.clone(),
-                resource_version: pod.metadata.resource_version.clone(),
+                api_version: Some(K::api_version(&()).into_owned()),
+                kind: Some(K::kind(&()).into_owned()),
+                namespace: meta.namespace.clone(),
+                name: Some(object_name),
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
                 ..Default::default()
             },
             reason: Some(reason.to_string()),

@@ -1,0 +1,34 @@
+//! The controller manager: one client, one set of shared informers, and every runtime-based control loop of the
+//! workspace polled together; plus the endpoint controllers' own loop (to be moved onto the runtime).
+
+use ferry_runtime::{Informers, Task};
+use tokio::sync::watch;
+
+use crate::runner::{self, ControllersConfig, ControllersError};
+
+/// Every control loop built on the shared runtime, subscribed to `informers`.
+pub fn runtime_controllers(informers: &mut Informers) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    tasks.extend(ferry_replicaset::controllers(informers));
+    tasks.extend(ferry_deployment::controllers(informers));
+    tasks.extend(ferry_daemonset::controllers(informers));
+    tasks.extend(ferry_batch::controllers(informers));
+    tasks
+}
+
+/// Runs every controller until `shutdown` becomes `true` (or its sender is dropped). Spawns no tasks: everything
+/// runs inside this future, so it is done when it returns.
+pub async fn run(config: ControllersConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), ControllersError> {
+    let client = tokio::select! {
+        biased;
+        _ = ferry_client::stopped(&mut shutdown) => return Ok(()),
+        client = ferry_client::connect(&config.kubeconfig) => client?,
+    };
+    let mut informers = Informers::new(client.clone());
+    let tasks = runtime_controllers(&mut informers);
+    let runtime = ferry_runtime::run_all(informers, tasks, shutdown.clone());
+    let endpoints = runner::run(client, shutdown);
+    let (runtime, endpoints) = tokio::join!(runtime, endpoints);
+    runtime?;
+    endpoints
+}
