@@ -1,5 +1,5 @@
-//! The controller manager: one client, one set of shared informers, and every runtime-based control loop of the
-//! workspace polled together; plus the endpoint controllers' own loop (to be moved onto the runtime).
+//! The controller manager: one client, one set of shared informers, and every control loop of the workspace polled
+//! together in one task.
 
 use ferry_runtime::{Informers, Task};
 use tokio::sync::watch;
@@ -8,7 +8,7 @@ use crate::runner::{self, ControllersConfig, ControllersError};
 
 /// Every control loop built on the shared runtime, subscribed to `informers`.
 pub fn runtime_controllers(informers: &mut Informers) -> Vec<Task> {
-    let mut tasks = Vec::new();
+    let mut tasks = vec![runner::controller(informers)];
     tasks.extend(ferry_replicaset::controllers(informers));
     tasks.extend(ferry_deployment::controllers(informers));
     tasks.extend(ferry_daemonset::controllers(informers));
@@ -26,9 +26,6 @@ pub async fn run(config: ControllersConfig, mut shutdown: watch::Receiver<bool>)
     };
     let mut informers = Informers::new(client.clone());
     let tasks = runtime_controllers(&mut informers);
-    let runtime = ferry_runtime::run_all(informers, tasks, shutdown.clone());
-    let endpoints = runner::run(client, shutdown);
-    let (runtime, endpoints) = tokio::join!(runtime, endpoints);
-    runtime?;
-    endpoints
+    ferry_runtime::run_all(informers, tasks, shutdown).await?;
+    Ok(())
 }
