@@ -81,9 +81,13 @@ struct ServerArgs {
     /// Do not run the scheduler.
     #[arg(long)]
     disable_scheduler: bool,
-    /// Do not run the controllers (Endpoints, EndpointSlice).
+    /// Do not run the controllers (Endpoints, EndpointSlice, workloads, garbage collection, load balancers).
     #[arg(long)]
     disable_controllers: bool,
+    /// Addresses for `type: LoadBalancer` Services: comma-separated IPs, CIDRs and ranges (a-b). Default: the
+    /// node's own address, shared between Services port by port.
+    #[arg(long)]
+    load_balancer_pool: Option<String>,
     /// Port of the node agent's HTTPS endpoint (exec, attach, port-forward, logs); 0 picks one.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
@@ -180,9 +184,14 @@ async fn server(args: ServerArgs) -> Result<()> {
     }
     if !args.disable_controllers {
         let kubeconfig = api.component_kubeconfig("controllers", "system:kube-controller-manager", &[])?;
+        let load_balancer_pool = match &args.load_balancer_pool {
+            Some(spec) => ferry_controllers::loadbalancer::Pool::parse(spec)?,
+            None => ferry_controllers::loadbalancer::Pool::new(vec![advertise]),
+        };
         let stop = stop_rx.clone();
         components.spawn(async move {
-            if let Err(e) = ferry_controllers::run(ferry_controllers::ControllersConfig { kubeconfig }, stop).await {
+            let config = ferry_controllers::ControllersConfig { kubeconfig, load_balancer_pool };
+            if let Err(e) = ferry_controllers::run(config, stop).await {
                 tracing::error!(error = %e, "controllers stopped");
             }
         });

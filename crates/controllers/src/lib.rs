@@ -7,8 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod endpoints;
-pub mod pods;
+pub mod loadbalancer;
 mod manager;
+pub mod pods;
 mod runner;
 pub mod slices;
 

@@ -4,11 +4,13 @@
 use ferry_runtime::{Informers, Task};
 use tokio::sync::watch;
 
+use crate::loadbalancer;
 use crate::runner::{self, ControllersConfig, ControllersError};
 
 /// Every control loop built on the shared runtime, subscribed to `informers`.
-pub fn runtime_controllers(informers: &mut Informers) -> Vec<Task> {
-    let mut tasks = vec![runner::controller(informers)];
+pub fn runtime_controllers(informers: &mut Informers, config: &ControllersConfig) -> Vec<Task> {
+    let mut tasks =
+        vec![runner::controller(informers), loadbalancer::controller(informers, config.load_balancer_pool.clone())];
     tasks.extend(ferry_replicaset::controllers(informers));
     tasks.extend(ferry_deployment::controllers(informers));
     tasks.extend(ferry_daemonset::controllers(informers));
@@ -25,7 +27,7 @@ pub async fn run(config: ControllersConfig, mut shutdown: watch::Receiver<bool>)
         client = ferry_client::connect(&config.kubeconfig) => client?,
     };
     let mut informers = Informers::new(client.clone());
-    let tasks = runtime_controllers(&mut informers);
+    let tasks = runtime_controllers(&mut informers, &config);
     ferry_runtime::run_all(informers, tasks, shutdown).await?;
     Ok(())
 }

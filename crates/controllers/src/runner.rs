@@ -22,6 +22,8 @@ use crate::slices::{self, SliceChanges};
 pub struct ControllersConfig {
     /// A kubeconfig for the API server (the controllers are ordinary API clients).
     pub kubeconfig: PathBuf,
+    /// The addresses `type: LoadBalancer` Services get.
+    pub load_balancer_pool: crate::loadbalancer::Pool,
 }
 
 /// Why the controllers stopped before being told to.
