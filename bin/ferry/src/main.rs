@@ -88,6 +88,10 @@ struct ServerArgs {
     /// node's own address, shared between Services port by port.
     #[arg(long)]
     load_balancer_pool: Option<String>,
+    /// Seconds a node may go without renewing its Lease before it is marked Unknown, tainted unreachable, and
+    /// (after its pods' tolerationSeconds, 300 by default) emptied so controllers replace its pods elsewhere.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period_seconds: u64,
     /// Port of the node agent's HTTPS endpoint (exec, attach, port-forward, logs); 0 picks one.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
@@ -190,7 +194,11 @@ async fn server(args: ServerArgs) -> Result<()> {
         };
         let stop = stop_rx.clone();
         components.spawn(async move {
-            let config = ferry_controllers::ControllersConfig { kubeconfig, load_balancer_pool };
+            let config = ferry_controllers::ControllersConfig {
+                kubeconfig,
+                load_balancer_pool,
+                node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period_seconds.max(1)),
+            };
             if let Err(e) = ferry_controllers::run(config, stop).await {
                 tracing::error!(error = %e, "controllers stopped");
             }

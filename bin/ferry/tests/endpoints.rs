@@ -135,7 +135,7 @@ fn endpoints_and_slices_follow_pods() {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let config = ControllersConfig { kubeconfig: cluster.kubeconfig().to_path_buf() };
+    let config = ControllersConfig::new(cluster.kubeconfig().to_path_buf(), std::net::Ipv4Addr::LOCALHOST.into());
     let controllers = runtime.spawn(ferry_controllers::run(config, stopped));
 
     let ready_file = std::env::temp_dir().join(format!("ready-{ns}"));

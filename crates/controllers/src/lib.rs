@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod endpoints;
+pub mod gc;
 pub mod loadbalancer;
 mod manager;
+pub mod nodelifecycle;
 pub mod pods;
 mod runner;
 pub mod slices;

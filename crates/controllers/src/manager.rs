@@ -4,13 +4,16 @@
 use ferry_runtime::{Informers, Task};
 use tokio::sync::watch;
 
-use crate::loadbalancer;
 use crate::runner::{self, ControllersConfig, ControllersError};
+use crate::{loadbalancer, nodelifecycle};
 
 /// Every control loop built on the shared runtime, subscribed to `informers`.
 pub fn runtime_controllers(informers: &mut Informers, config: &ControllersConfig) -> Vec<Task> {
-    let mut tasks =
-        vec![runner::controller(informers), loadbalancer::controller(informers, config.load_balancer_pool.clone())];
+    let mut tasks = vec![
+        runner::controller(informers),
+        loadbalancer::controller(informers, config.load_balancer_pool.clone()),
+        nodelifecycle::controller(informers, config.node_monitor_grace_period),
+    ];
     tasks.extend(ferry_replicaset::controllers(informers));
     tasks.extend(ferry_deployment::controllers(informers));
     tasks.extend(ferry_daemonset::controllers(informers));

@@ -24,6 +24,19 @@ pub struct ControllersConfig {
     pub kubeconfig: PathBuf,
     /// The addresses `type: LoadBalancer` Services get.
     pub load_balancer_pool: crate::loadbalancer::Pool,
+    /// How long a node may stay silent before it is marked Unknown and tainted unreachable.
+    pub node_monitor_grace_period: Duration,
+}
+
+impl ControllersConfig {
+    /// Upstream's defaults (40 s node grace) and a load balancer pool of `node_address` only.
+    pub fn new(kubeconfig: PathBuf, node_address: std::net::IpAddr) -> ControllersConfig {
+        ControllersConfig {
+            kubeconfig,
+            load_balancer_pool: crate::loadbalancer::Pool::new(vec![node_address]),
+            node_monitor_grace_period: Duration::from_secs(40),
+        }
+    }
 }
 
 /// Why the controllers stopped before being told to.
