@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferry_api::catalog::{self, ServedVersion, Subresource};
+use ferry_apimachinery::field::go_quote;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use crate::deletion::{self, GcPolicy};
 use crate::discovery;
 use crate::object;
 use crate::patch;
@@ -455,9 +457,9 @@ async fn resource(
             if !t.res.def.delete_collection {
                 return Err(ApiError::MethodNotAllowed);
             }
-            let (body, ct) = read_body(req).await?;
-            let dopts = delete_options(&q, &body, &ct)?;
             let lq = list_query(&q, t.res)?;
+            let (body, ct) = read_body(req).await?;
+            let dopts = delete_options(&q, &body, &ct, default_gc(&t))?;
             let page = registry.list(t.res, ns, &lq).await?;
             let mut deleted = Vec::new();
             for obj in page.items {
@@ -467,14 +469,14 @@ async fn resource(
                     continue;
                 };
                 match registry.delete(t.res, obj_ns.as_deref(), &name, &dopts).await {
-                    Ok(o) => deleted.push(t.present(o)),
+                    Ok(d) => deleted.push(t.present(d.object)),
                     Err(ApiError::NotFound(..)) => {}
                     Err(e) => return Err(e),
                 }
             }
             let rv = registry.revision().await?.to_string();
             let list = json!({"kind": t.res.def.list_kind(), "apiVersion": t.api_version(), "metadata": {"resourceVersion": rv}, "items": deleted});
-            Ok(json_response(StatusCode::OK, &list))
+            Ok(with_warnings(json_response(StatusCode::OK, &list), &delete_warnings(&t, &dopts)))
         }
         // Item verbs on the main resource.
         (&Method::GET, Some(name), None) => {
@@ -510,18 +512,25 @@ async fn resource(
         }
         (&Method::DELETE, Some(name), None) => {
             let (body, ct) = read_body(req).await?;
-            let dopts = delete_options(&q, &body, &ct)?;
-            let obj = registry.delete(t.res, ns, &name, &dopts).await?;
-            let pending = object::deletion_timestamp(&obj).is_some() && registry.get(t.res, ns, &name).await.is_ok();
-            if !pending && matches!(t.res.def.kind, "Namespace") {
-                let uid = object::uid(&obj).unwrap_or("").to_string();
+            let dopts = delete_options(&q, &body, &ct, default_gc(&t))?;
+            let warnings = delete_warnings(&t, &dopts);
+            let d = registry.delete(t.res, ns, &name, &dopts).await?;
+            if d.deleted && matches!(t.res.def.kind, "Namespace") {
+                let uid = object::uid(&d.object).unwrap_or("").to_string();
                 return Ok(bytes_response(
                     StatusCode::OK,
                     "application/json",
                     success_status(Some((&name, &t.res.qualified(), &uid))),
                 ));
             }
-            Ok(respond_object(&t, obj, StatusCode::OK, false, &q))
+            // Upstream answers 202 when the object stays and the client asked for cascading
+            // deletion with the legacy `orphanDependents: false`.
+            let code = if !d.deleted && dopts.orphan_dependents == Some(false) {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::OK
+            };
+            Ok(with_warnings(respond_object(&t, d.object, code, false, &q), &warnings))
         }
         // Scale subresource.
         (&Method::GET, Some(name), Some(Subresource::Scale)) => {
@@ -675,9 +684,25 @@ fn list_query(q: &Query, res: Res) -> Result<ListQuery, ApiError> {
     Ok(lq)
 }
 
-fn delete_options(q: &Query, body: &[u8], content_type: &str) -> Result<DeleteOptions, ApiError> {
-    let mut o = DeleteOptions::default();
-    if !body.iter().all(u8::is_ascii_whitespace) {
+/// The resource's default garbage-collection policy at the version this request speaks.
+fn default_gc(t: &Target) -> GcPolicy {
+    deletion::default_gc_policy(t.res.def.kind, t.served.gv.group, t.served.gv.version)
+}
+
+/// Upstream's Job storage warns when a delete leaves the batch/v1 default (orphan the pods) in force.
+fn delete_warnings(t: &Target, o: &DeleteOptions) -> Vec<String> {
+    if t.res.def.kind == "Job" && !o.explicit_policy() && o.default_gc == GcPolicy::OrphanDependents {
+        vec![deletion::JOB_ORPHAN_WARNING.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `DeleteOptions` from the body, or from the query when the body is empty (as upstream: a body
+/// makes the query's options count for nothing), validated as upstream `ValidateDeleteOptions`.
+fn delete_options(q: &Query, body: &[u8], content_type: &str, default_gc: GcPolicy) -> Result<DeleteOptions, ApiError> {
+    let mut o = DeleteOptions { default_gc, ..Default::default() };
+    let (policy, orphan_dependents) = if !body.iter().all(u8::is_ascii_whitespace) {
         let v: Value = if ferry_protobuf::is_protobuf_media_type(content_type) {
             decode_protobuf(body)?
         } else {
@@ -686,36 +711,115 @@ fn delete_options(q: &Query, body: &[u8], content_type: &str) -> Result<DeleteOp
                 .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
         };
         o.grace_period_seconds = v.get("gracePeriodSeconds").and_then(Value::as_i64);
-        o.propagation_policy = v.get("propagationPolicy").and_then(Value::as_str).map(str::to_string);
-        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) && o.propagation_policy.is_none() {
-            o.propagation_policy = Some("Orphan".into());
-        }
         o.precondition_uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
         o.precondition_rv = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
         o.dry_run = v.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All"));
-    }
-    if let Some(g) = q.int("gracePeriodSeconds") {
-        o.grace_period_seconds = Some(g);
-    }
-    if let Some(p) = q.get("propagationPolicy") {
-        o.propagation_policy = Some(p.to_string());
-    }
-    if q.get("dryRun") == Some("All") {
-        o.dry_run = true;
-    }
-    if let Some(p) = &o.propagation_policy {
-        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::Invalid {
-                group: String::new(),
-                kind: "DeleteOptions".into(),
-                name: String::new(),
-                errors: vec![ferry_apimachinery::field::FieldError::not_supported(
-                    "propagationPolicy",
-                    p.as_str(),
-                    &["Foreground", "Background", "Orphan", "nil"],
-                )],
-            });
+        let policy = match v.get("propagationPolicy") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) => Some(p.clone()),
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid DeleteOptions: propagationPolicy must be a string, got {other}"
+                )))
+            }
+        };
+        let orphan = match v.get("orphanDependents") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid DeleteOptions: orphanDependents must be a boolean, got {other}"
+                )))
+            }
+        };
+        (policy, orphan)
+    } else {
+        if let Some(g) = q.get("gracePeriodSeconds") {
+            o.grace_period_seconds = Some(g.parse().map_err(|_| {
+                ApiError::BadRequest(format!("strconv.ParseInt: parsing {}: invalid syntax", go_quote(g)))
+            })?);
         }
-    }
+        o.dry_run = q.get("dryRun") == Some("All");
+        let orphan = q.get("orphanDependents").map(parse_go_bool).transpose()?;
+        (q.get("propagationPolicy").map(str::to_string), orphan)
+    };
+    o.propagation_policy = deletion::validate_policy(policy.as_deref(), orphan_dependents)?;
+    o.orphan_dependents = orphan_dependents;
     Ok(o)
+}
+
+/// Go's `strconv.ParseBool`, as the query-parameter codec uses it.
+fn parse_go_bool(s: &str) -> Result<bool, ApiError> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(ApiError::BadRequest(format!("strconv.ParseBool: parsing {}: invalid syntax", go_quote(other)))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deletion::Propagation;
+
+    fn opts(query: &str, body: &str) -> Result<DeleteOptions, ApiError> {
+        delete_options(&Query::parse(Some(query)), body.as_bytes(), "application/json", GcPolicy::DeleteDependents)
+    }
+
+    #[test]
+    fn delete_options_come_from_the_body_or_else_the_query() {
+        // kubectl 1.20 `delete --cascade=false`.
+        let o = opts("", r#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Orphan"}"#).unwrap();
+        assert_eq!((o.propagation_policy, o.orphan_dependents), (Some(Propagation::Orphan), None));
+        let o = opts("propagationPolicy=Foreground&gracePeriodSeconds=5&dryRun=All", "").unwrap();
+        assert_eq!(
+            (o.propagation_policy, o.grace_period_seconds, o.dry_run),
+            (Some(Propagation::Foreground), Some(5), true)
+        );
+        let o = opts("orphanDependents=true", "").unwrap();
+        assert_eq!((o.propagation_policy, o.orphan_dependents), (None, Some(true)));
+        let o = opts("orphanDependents=0", "").unwrap();
+        assert_eq!(o.orphan_dependents, Some(false));
+        // A body makes the query count for nothing.
+        let o = opts("propagationPolicy=Foreground&gracePeriodSeconds=5", r#"{"orphanDependents":true}"#).unwrap();
+        assert_eq!((o.propagation_policy, o.orphan_dependents, o.grace_period_seconds), (None, Some(true), None));
+        assert_eq!(o.default_gc, GcPolicy::DeleteDependents);
+    }
+
+    #[test]
+    fn bad_delete_options_are_refused_as_upstream() {
+        let e = opts("propagationPolicy=Sideways", "").unwrap_err();
+        assert_eq!((e.code(), e.reason()), (422, "Invalid"));
+        let status: Value = serde_json::from_slice(&e.to_status_bytes()).unwrap();
+        assert_eq!(status["details"]["causes"][0]["reason"], "FieldValueNotSupported");
+        assert_eq!(status["details"]["causes"][0]["field"], "propagationPolicy");
+        let e = opts("", r#"{"propagationPolicy":"Sideways"}"#).unwrap_err();
+        assert_eq!(e.code(), 422);
+        let e = opts("", r#"{"propagationPolicy":"Orphan","orphanDependents":true}"#).unwrap_err();
+        assert_eq!(e.code(), 422);
+        assert!(e.to_string().contains("orphanDependents and deletionPropagation cannot be both set"), "{e}");
+        let e = opts("propagationPolicy=Background&orphanDependents=false", "").unwrap_err();
+        assert_eq!(e.code(), 422);
+        let e = opts("orphanDependents=maybe", "").unwrap_err();
+        assert_eq!(e.code(), 400);
+        let e = opts("gracePeriodSeconds=soon", "").unwrap_err();
+        assert_eq!(e.code(), 400);
+    }
+
+    #[test]
+    fn batch_v1_job_deletes_without_a_policy_warn() {
+        let (def, served) = catalog::lookup("batch", "v1", "jobs").unwrap();
+        let t = Target { res: Res::for_def(def).unwrap(), served, ns: None, name: None, sub: None };
+        let o = delete_options(&Query::default(), b"", "", default_gc(&t)).unwrap();
+        assert_eq!(o.default_gc, GcPolicy::OrphanDependents);
+        assert_eq!(delete_warnings(&t, &o), vec![deletion::JOB_ORPHAN_WARNING.to_string()]);
+        let o = delete_options(&Query::parse(Some("propagationPolicy=Background")), b"", "", default_gc(&t)).unwrap();
+        assert!(delete_warnings(&t, &o).is_empty());
+        let (def, served) = catalog::lookup("apps", "v1beta2", "replicasets").unwrap();
+        let t = Target { res: Res::for_def(def).unwrap(), served, ns: None, name: None, sub: None };
+        assert_eq!(default_gc(&t), GcPolicy::OrphanDependents);
+        let (def, served) = catalog::lookup("apps", "v1", "replicasets").unwrap();
+        let t = Target { res: Res::for_def(def).unwrap(), served, ns: None, name: None, sub: None };
+        assert_eq!(default_gc(&t), GcPolicy::DeleteDependents);
+    }
 }

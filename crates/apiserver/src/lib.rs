@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bootstrap;
+mod deletion;
 mod discovery;
 mod http;
 mod managed;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use ferry_store::WatchEvent;
 use serde_json::Value;
 
+use crate::deletion::Propagation;
 use crate::http::State;
 use crate::object;
 use crate::registry::{DeleteOptions, ListQuery, Res};
@@ -93,7 +94,9 @@ async fn finalize(state: &State, ns_res: Res, name: &str) -> Result<bool, ApiErr
                 continue;
             }
             let Some(obj_name) = object::name(&obj) else { continue };
-            match registry.delete(res, Some(name), obj_name, &DeleteOptions::default()).await {
+            // As upstream's namespace deleter: dependents go in the background.
+            let opts = DeleteOptions { propagation_policy: Some(Propagation::Background), ..Default::default() };
+            match registry.delete(res, Some(name), obj_name, &opts).await {
                 Ok(_) | Err(ApiError::NotFound(..)) => {}
                 Err(e) => return Err(e),
             }

@@ -12,6 +12,7 @@ use ferry_kinds::Strategy;
 use ferry_store::{ListOptions, Revision, Store, StoreError};
 use serde_json::{json, Value};
 
+use crate::deletion::{self, Outcome};
 use crate::object::{self, meta_mut};
 use crate::selectors::{FieldFilter, LabelFilter};
 use crate::services::ServiceHooks;
@@ -79,14 +80,13 @@ pub struct WriteOptions {
     pub field_validation: FieldValidation,
 }
 
-/// Options of a delete (`DeleteOptions`).
-#[derive(Clone, Debug, Default)]
-pub struct DeleteOptions {
-    pub dry_run: bool,
-    pub grace_period_seconds: Option<i64>,
-    pub propagation_policy: Option<String>,
-    pub precondition_uid: Option<String>,
-    pub precondition_rv: Option<String>,
+pub use crate::deletion::DeleteOptions;
+
+/// The result of a delete: the object as deleted, or as it now stands when deletion is pending.
+pub struct Deletion {
+    pub object: Value,
+    /// Whether the object is gone (false: finalizers or a grace period keep it for now).
+    pub deleted: bool,
 }
 
 /// Options of a list.
@@ -664,16 +664,16 @@ impl Registry {
         Err(ApiError::Conflict(res.qualified(), name.to_string(), CONFLICT_DETAIL.to_string()))
     }
 
-    /// Delete an object, honouring preconditions, graceful pod deletion, namespace
-    /// termination and finalizers. Returns the object as it was deleted (or as it now stands
-    /// when deletion is pending).
+    /// Delete an object, honouring preconditions, graceful pod deletion, namespace termination,
+    /// finalizers and the garbage-collection policy (`orphan` / `foregroundDeletion` finalizers),
+    /// as upstream's generic registry `Delete`.
     pub async fn delete(
         &self,
         res: Res,
         ns: Option<&str>,
         name: &str,
         opts: &DeleteOptions,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Deletion, ApiError> {
         let key = res.key(ns, name);
         for _ in 0..MAX_CONFLICT_RETRIES {
             let (current, cur) = self.load(res, &key, name).await?;
@@ -697,90 +697,50 @@ impl Registry {
                     ));
                 }
             }
-            // Pending deletion: set deletionTimestamp and keep the object.
-            if let Some(pending) = self.pending_deletion(res, &cur, opts) {
+            let (marked, then_delete) = match deletion::decide(res.def.kind, &cur, opts, jiff::Timestamp::now()) {
+                Outcome::Unchanged => return Ok(Deletion { object: cur, deleted: false }),
+                Outcome::Pending(obj) => (Some(obj), false),
+                Outcome::UpdateThenDelete(obj) => (Some(obj), true),
+                Outcome::DeleteNow => (None, true),
+            };
+            let mut rev = current.mod_revision;
+            let mut out = cur;
+            let mut wrote = false;
+            if let Some(marked) = marked {
                 if opts.dry_run {
-                    return Ok(pending);
+                    return Ok(Deletion { object: marked, deleted: then_delete });
                 }
-                if pending == cur {
-                    return Ok(cur);
-                }
-                match self.store.update(&key, encode_for_store(&pending)?, current.mod_revision).await {
-                    Ok(kv) => {
-                        let mut out = pending;
-                        object::set_resource_version(&mut out, kv.mod_revision);
-                        return Ok(out);
+                if marked != out {
+                    match self.store.update(&key, encode_for_store(&marked)?, rev).await {
+                        Ok(kv) => rev = kv.mod_revision,
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(ApiError::from_store(e, &res.qualified(), name)),
                     }
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(ApiError::from_store(e, &res.qualified(), name)),
+                    out = marked;
+                    object::set_resource_version(&mut out, rev);
+                    wrote = true;
+                }
+                if !then_delete {
+                    return Ok(Deletion { object: out, deleted: false });
                 }
             }
             if opts.dry_run {
-                return Ok(cur);
+                return Ok(Deletion { object: out, deleted: true });
             }
-            match self.store.delete(&key, Some(current.mod_revision)).await {
+            match self.store.delete(&key, Some(rev)).await {
                 Ok((_, rev)) => {
-                    let mut out = cur;
                     object::set_resource_version(&mut out, rev);
                     self.after_delete(res, &out).await;
-                    return Ok(out);
+                    return Ok(Deletion { object: out, deleted: true });
                 }
                 Err(StoreError::Conflict { .. }) => continue,
+                // Someone else finished the deletion we marked (upstream tolerates this race).
+                Err(StoreError::NotFound { .. }) if wrote => return Ok(Deletion { object: out, deleted: true }),
                 Err(StoreError::NotFound { .. }) => return Err(res.not_found(name)),
                 Err(e) => return Err(ApiError::from_store(e, &res.qualified(), name)),
             }
         }
         Err(ApiError::Conflict(res.qualified(), name.to_string(), CONFLICT_DETAIL.to_string()))
-    }
-
-    /// The object with deletion pending, when it cannot go at once; `None` to delete now.
-    fn pending_deletion(&self, res: Res, cur: &Value, opts: &DeleteOptions) -> Option<Value> {
-        let mut obj = cur.clone();
-        let now = jiff::Timestamp::now();
-        if res.def.kind == "Namespace" {
-            let mut changed = false;
-            if object::deletion_timestamp(&obj).is_none() {
-                let m = meta_mut(&mut obj);
-                m.insert("deletionTimestamp".into(), json!(object::rfc3339(now)));
-                m.insert("deletionGracePeriodSeconds".into(), json!(0));
-                changed = true;
-            }
-            if obj.pointer("/status/phase").and_then(Value::as_str) != Some("Terminating") {
-                obj["status"] = json!({"phase": "Terminating"});
-                changed = true;
-            }
-            let _ = changed;
-            return Some(obj);
-        }
-        if res.def.kind == "Pod" {
-            let bound = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
-            let finished = matches!(obj.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
-            let grace = opts
-                .grace_period_seconds
-                .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
-                .unwrap_or(30)
-                .max(0);
-            if bound && !finished && grace > 0 {
-                let existing = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
-                if object::deletion_timestamp(&obj).is_some() && existing.is_some_and(|g| g <= grace) {
-                    return Some(obj);
-                }
-                let m = meta_mut(&mut obj);
-                let at = now.checked_add(jiff::SignedDuration::from_secs(grace)).unwrap_or(now);
-                m.insert("deletionTimestamp".into(), json!(object::rfc3339(at)));
-                m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-                return Some(obj);
-            }
-        }
-        if !object::finalizers(&obj).is_empty() {
-            if object::deletion_timestamp(&obj).is_none() {
-                let m = meta_mut(&mut obj);
-                m.insert("deletionTimestamp".into(), json!(object::rfc3339(now)));
-                m.insert("deletionGracePeriodSeconds".into(), json!(0));
-            }
-            return Some(obj);
-        }
-        None
     }
 
     /// Write an object the server itself owns (the `kubernetes` Endpoints), skipping validation
@@ -985,5 +945,161 @@ mod tests {
         let t = encode_continue(42, "default/web-1");
         assert_eq!(decode_continue(&t).unwrap(), (42, "default/web-1".to_string()));
         assert!(decode_continue("garbage!").is_err());
+    }
+}
+
+#[cfg(test)]
+mod delete_tests {
+    use super::*;
+    use crate::deletion::{default_gc_policy, GcPolicy, Propagation};
+
+    async fn registry() -> Registry {
+        let cidr = crate::services::service_cidr((std::net::Ipv4Addr::new(10, 43, 0, 0), 16)).unwrap();
+        let r = Registry::new(Arc::new(ferry_store::MemoryStore::new()), ServiceHooks::new(cidr, 30000..=32767));
+        let ns = Res::by_kind("Namespace").unwrap();
+        r.create(ns, None, json!({"metadata": {"name": "default"}}), &WriteOptions::default()).await.unwrap();
+        r
+    }
+
+    fn rc_res() -> Res {
+        Res::by_kind("ReplicationController").unwrap()
+    }
+
+    async fn create_rc(r: &Registry, name: &str) {
+        let rc = json!({
+            "apiVersion": "v1", "kind": "ReplicationController",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": 1, "selector": {"app": name}, "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+        });
+        r.create(rc_res(), Some("default"), rc, &WriteOptions::default()).await.unwrap();
+    }
+
+    /// What `kubectl delete rc kubia --cascade=false` (kubectl 1.20) sends, at core/v1.
+    fn rc_opts(policy: Option<Propagation>, orphan: Option<bool>) -> DeleteOptions {
+        DeleteOptions {
+            propagation_policy: policy,
+            orphan_dependents: orphan,
+            default_gc: default_gc_policy("ReplicationController", "", "v1"),
+            ..Default::default()
+        }
+    }
+
+    /// The garbage collector's last step: take one finalizer off.
+    async fn remove_finalizer(r: &Registry, name: &str, finalizer: &str) -> Written {
+        r.modify(rc_res(), Some("default"), name, &WriteOptions::default(), false, |old| {
+            let mut new = old.clone();
+            let fins: Vec<String> = object::finalizers(old).into_iter().filter(|f| f != finalizer).collect();
+            new["metadata"]["finalizers"] = json!(fins);
+            Ok(new)
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn orphan_keeps_the_object_until_the_collector_drops_the_finalizer() {
+        let r = registry().await;
+        create_rc(&r, "kubia").await;
+        let d = r.delete(rc_res(), Some("default"), "kubia", &rc_opts(Some(Propagation::Orphan), None)).await.unwrap();
+        assert!(!d.deleted);
+        assert_eq!(d.object["metadata"]["finalizers"], json!(["orphan"]));
+        let stored = r.get(rc_res(), Some("default"), "kubia").await.unwrap();
+        assert!(object::deletion_timestamp(&stored).is_some());
+        assert_eq!(stored["metadata"]["deletionGracePeriodSeconds"], 0);
+        assert_eq!(stored["metadata"]["finalizers"], json!(["orphan"]));
+        remove_finalizer(&r, "kubia", "orphan").await;
+        assert!(matches!(r.get(rc_res(), Some("default"), "kubia").await, Err(ApiError::NotFound(..))));
+    }
+
+    #[tokio::test]
+    async fn the_rc_default_at_v1_orphans_and_background_deletes_at_once() {
+        let r = registry().await;
+        create_rc(&r, "a").await;
+        let d = r.delete(rc_res(), Some("default"), "a", &rc_opts(None, None)).await.unwrap();
+        assert!(!d.deleted);
+        assert_eq!(d.object["metadata"]["finalizers"], json!(["orphan"]));
+        create_rc(&r, "b").await;
+        let d = r.delete(rc_res(), Some("default"), "b", &rc_opts(Some(Propagation::Background), None)).await.unwrap();
+        assert!(d.deleted);
+        assert!(matches!(r.get(rc_res(), Some("default"), "b").await, Err(ApiError::NotFound(..))));
+        // orphanDependents=false is a cascading delete too.
+        create_rc(&r, "c").await;
+        let d = r.delete(rc_res(), Some("default"), "c", &rc_opts(None, Some(false))).await.unwrap();
+        assert!(d.deleted);
+    }
+
+    #[tokio::test]
+    async fn foreground_then_a_second_delete_switches_policies() {
+        let r = registry().await;
+        create_rc(&r, "kubia").await;
+        let fg = rc_opts(Some(Propagation::Foreground), None);
+        let d = r.delete(rc_res(), Some("default"), "kubia", &fg).await.unwrap();
+        assert!(!d.deleted);
+        assert_eq!(d.object["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+        let first_ts = object::deletion_timestamp(&d.object).unwrap().to_string();
+        // The same policy again: no write (the resourceVersion stays).
+        let again = r.delete(rc_res(), Some("default"), "kubia", &fg).await.unwrap();
+        assert_eq!(object::resource_version(&again.object), object::resource_version(&d.object));
+        // Orphan replaces the foreground finalizer; the deletion timestamp stays.
+        let d = r.delete(rc_res(), Some("default"), "kubia", &rc_opts(Some(Propagation::Orphan), None)).await.unwrap();
+        assert_eq!(d.object["metadata"]["finalizers"], json!(["orphan"]));
+        assert_eq!(object::deletion_timestamp(&d.object), Some(first_ts.as_str()));
+        // Background drops the GC finalizer and, with none left, deletes.
+        let d =
+            r.delete(rc_res(), Some("default"), "kubia", &rc_opts(Some(Propagation::Background), None)).await.unwrap();
+        assert!(d.deleted);
+        assert!(r.get(rc_res(), Some("default"), "kubia").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn other_finalizers_hold_the_object_and_the_last_removal_deletes_it() {
+        let r = registry().await;
+        create_rc(&r, "kubia").await;
+        r.modify(rc_res(), Some("default"), "kubia", &WriteOptions::default(), false, |old| {
+            let mut new = old.clone();
+            new["metadata"]["finalizers"] = json!(["example.com/hold"]);
+            Ok(new)
+        })
+        .await
+        .unwrap();
+        let d =
+            r.delete(rc_res(), Some("default"), "kubia", &rc_opts(Some(Propagation::Foreground), None)).await.unwrap();
+        assert_eq!(d.object["metadata"]["finalizers"], json!(["example.com/hold", "foregroundDeletion"]));
+        let w = remove_finalizer(&r, "kubia", "foregroundDeletion").await;
+        assert_eq!(w.object["metadata"]["finalizers"], json!(["example.com/hold"]));
+        assert!(r.get(rc_res(), Some("default"), "kubia").await.is_ok());
+        remove_finalizer(&r, "kubia", "example.com/hold").await;
+        assert!(r.get(rc_res(), Some("default"), "kubia").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn dry_run_shows_the_finalizer_without_writing() {
+        let r = registry().await;
+        create_rc(&r, "kubia").await;
+        let opts = DeleteOptions { dry_run: true, ..rc_opts(Some(Propagation::Orphan), None) };
+        let d = r.delete(rc_res(), Some("default"), "kubia", &opts).await.unwrap();
+        assert_eq!(d.object["metadata"]["finalizers"], json!(["orphan"]));
+        let stored = r.get(rc_res(), Some("default"), "kubia").await.unwrap();
+        assert!(object::deletion_timestamp(&stored).is_none());
+        assert!(stored["metadata"].get("finalizers").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_pod_waits_its_grace_period_and_zero_removes_it() {
+        let r = registry().await;
+        let pods = Res::by_kind("Pod").unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
+        r.create(pods, Some("default"), pod, &WriteOptions::default()).await.unwrap();
+        let opts = DeleteOptions { default_gc: GcPolicy::DeleteDependents, ..Default::default() };
+        let d = r.delete(pods, Some("default"), "p", &opts).await.unwrap();
+        assert!(!d.deleted);
+        assert_eq!(d.object["metadata"]["deletionGracePeriodSeconds"], 30);
+        let now = DeleteOptions { grace_period_seconds: Some(0), ..opts };
+        let d = r.delete(pods, Some("default"), "p", &now).await.unwrap();
+        assert!(d.deleted);
+        assert!(r.get(pods, Some("default"), "p").await.is_err());
     }
 }

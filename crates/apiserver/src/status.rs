@@ -38,7 +38,7 @@ pub enum ApiError {
     #[error("{0}")]
     ApplyConflict(String),
     /// 422 with one cause per field error. `kind` is the object's Kind, `group` its API group.
-    #[error("{kind} {name:?} is invalid: {}", aggregate_message(.errors))]
+    #[error("{} {name:?} is invalid: {}", group_kind(.kind, .group), aggregate_message(.errors))]
     Invalid { group: String, kind: String, name: String, errors: Vec<FieldError> },
     #[error("{0}")]
     BadRequest(String),
@@ -65,6 +65,15 @@ pub enum ApiError {
     Internal(String),
     #[error("the server is shutting down")]
     Unavailable,
+}
+
+/// Upstream `GroupKind.String()`: `Kind` for the core group, `Kind.group` otherwise.
+fn group_kind(kind: &str, group: &str) -> String {
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
 }
 
 #[derive(Serialize)]

@@ -1,11 +1,15 @@
 //! ferry's controllers: the control loops kube-controller-manager runs upstream, as ordinary API clients.
 //!
-//! For now the Service endpoint controllers: `endpoints` (legacy Endpoints objects), `slices` (EndpointSlices for
-//! services with a selector, and the mirroring of hand-written Endpoints into slices). Each keeps its rules in a pure
-//! function from the observed objects to the desired ones; `run` is the loop around them, built on kube-rs's
-//! reflectors and a de-duplicating queue keyed by Service.
+//! `run` is the controller manager: one set of shared informers (crate `ferry-runtime`) and every control loop,
+//! polled in one task: the Service endpoint controllers (`endpoints` for legacy Endpoints, `slices` for
+//! EndpointSlices and the mirroring of hand-written Endpoints), the garbage collector (`gc` plans, `collector`
+//! carries the plans out), node lifecycle (`nodelifecycle`: taints and eviction of lost nodes), the LoadBalancer
+//! address allocator (`loadbalancer`), and the workload controllers of the `ferry-replicaset`, `ferry-deployment`,
+//! `ferry-daemonset` and `ferry-batch` crates. Each keeps its rules in pure functions from observed objects to
+//! desired ones, tested without a server.
 #![forbid(unsafe_code)]
 
+mod collector;
 pub mod endpoints;
 pub mod gc;
 pub mod loadbalancer;

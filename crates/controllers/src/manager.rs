@@ -5,7 +5,7 @@ use ferry_runtime::{Informers, Task};
 use tokio::sync::watch;
 
 use crate::runner::{self, ControllersConfig, ControllersError};
-use crate::{loadbalancer, nodelifecycle};
+use crate::{collector, loadbalancer, nodelifecycle};
 
 /// Every control loop built on the shared runtime, subscribed to `informers`.
 pub fn runtime_controllers(informers: &mut Informers, config: &ControllersConfig) -> Vec<Task> {
@@ -13,6 +13,7 @@ pub fn runtime_controllers(informers: &mut Informers, config: &ControllersConfig
         runner::controller(informers),
         loadbalancer::controller(informers, config.load_balancer_pool.clone()),
         nodelifecycle::controller(informers, config.node_monitor_grace_period),
+        collector::controller(informers),
     ];
     tasks.extend(ferry_replicaset::controllers(informers));
     tasks.extend(ferry_deployment::controllers(informers));

@@ -33,6 +33,12 @@ pub trait Reconciler {
     fn name(&self) -> &'static str;
 
     async fn reconcile(&mut self, key: &Self::Key) -> Result<Next, Self::Error>;
+
+    /// Other keys the last reconcile found work for (e.g. dependents of an owner it learned is gone); queued
+    /// right after it returns.
+    fn take_requeues(&mut self) -> Vec<Self::Key> {
+        Vec::new()
+    }
 }
 
 type Erased = Box<dyn Any + Send>;
@@ -112,7 +118,11 @@ impl<R: Reconciler> Controller<R> {
                 _ = tokio::time::sleep_until(wakeup.unwrap_or(now)), if wakeup.is_some() && !work => {}
                 _ = std::future::ready(()), if work => {
                     let Some(key) = self.queue.pop() else { continue };
-                    match self.reconciler.reconcile(&key).await {
+                    let result = self.reconciler.reconcile(&key).await;
+                    for other in self.reconciler.take_requeues() {
+                        self.queue.add(other);
+                    }
+                    match result {
                         Ok(next) => {
                             self.queue.forget(&key);
                             if let Next::After(delay) = next {

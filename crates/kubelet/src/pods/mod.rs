@@ -8,6 +8,7 @@
 mod probe;
 pub mod procrt;
 pub mod runtime;
+pub mod service_env;
 mod worker;
 
 use std::collections::HashMap;
@@ -18,9 +19,10 @@ use std::sync::Arc;
 use ferry_containers::image::Plan;
 use ferry_sys::{BridgeSpec, Network, SandboxSpec};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Service};
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinSet;
@@ -68,6 +70,19 @@ pub struct Shared {
     ipam: Mutex<IpAllocator>,
     pod_cidr: Ipv4Cidr,
     client: Client,
+    /// Every Service of the cluster, as the node's watch last saw it (service environment variables).
+    services: Store<Service>,
+}
+
+/// How long a container start waits for the first full read of the Services before giving up for this attempt.
+const SERVICES_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why a container's environment could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// Upstream refuses too: without the Services, `KUBERNETES_SERVICE_HOST` and friends would be missing.
+    #[error("services have not yet been read at least once, cannot construct envvars")]
+    ServicesNotSynced,
 }
 
 impl Shared {
@@ -100,9 +115,30 @@ impl Shared {
             .join(format!("{restart}.log"))
     }
 
-    /// The environment of a container.
-    pub async fn container_env(&self, pod: &Pod, c: &Container, sb: &Sandbox) -> Vec<(String, String)> {
-        worker::resolve_env(&self.client, pod, c, sb.ip, &self.node_ip.to_string(), &sb.hostname).await
+    /// The environment of a container: its own `env`/`envFrom`, then the service variables (see [`service_env`])
+    /// from the Services cached right now. Fails while the Services were never read.
+    pub async fn container_env(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        sb: &Sandbox,
+    ) -> Result<Vec<(String, String)>, EnvError> {
+        let services = self.service_env(pod).await?;
+        let own =
+            worker::resolve_env(&self.client, pod, c, sb.ip, &self.node_ip.to_string(), &sb.hostname, &services).await;
+        Ok(service_env::with_service_env(own, &services))
+    }
+
+    /// The service variables for `pod`'s containers, from the Service cache.
+    async fn service_env(&self, pod: &Pod) -> Result<service_env::ServiceEnv, EnvError> {
+        match tokio::time::timeout(SERVICES_SYNC_WAIT, self.services.wait_until_ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(EnvError::ServicesNotSynced),
+        }
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+        let cached = self.services.state();
+        Ok(service_env::service_env(cached.iter().map(|s| s.as_ref()), namespace, links))
     }
 
     /// Create the pod's network namespace, veth and address, and its hosts/resolv files.
@@ -219,6 +255,8 @@ pub struct PodManager {
     runtime: Arc<dyn ContainerRuntime>,
     client: Client,
     events: Arc<Mutex<Recorder>>,
+    /// Fills `Shared::services`; driven by [`PodManager::run`].
+    services: Writer<Service>,
 }
 
 impl PodManager {
@@ -233,6 +271,7 @@ impl PodManager {
         let ipam_path = config.data_dir.join("pod-ips.json");
         let ipam = IpAllocator::open(&ipam_path, pod_cidr).map_err(|e| e.to_string())?;
         let events = Arc::new(Mutex::new(Recorder::new(client.clone(), "kubelet", &config.node_name)));
+        let services = Writer::default();
         let shared = Arc::new(Shared {
             node_ip: config.node_ip,
             config,
@@ -241,8 +280,9 @@ impl PodManager {
             ipam: Mutex::new(ipam),
             pod_cidr,
             client: client.clone(),
+            services: services.as_reader(),
         });
-        Ok(PodManager { shared, runtime, client, events })
+        Ok(PodManager { shared, runtime, client, events, services })
     }
 
     /// Remove what a previous run left behind (containers, sandboxes, IP allocations).
@@ -269,7 +309,13 @@ impl PodManager {
     }
 
     /// Run until `shutdown`; then stop every pod and remove every sandbox.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, shutdown: watch::Receiver<bool>) {
+        let writer = std::mem::take(&mut self.services);
+        let cache = cache_services(self.client.clone(), writer, shutdown.clone());
+        tokio::join!(cache, self.run_pods(shutdown));
+    }
+
+    async fn run_pods(self, mut shutdown: watch::Receiver<bool>) {
         let restarted = self.clean_leftovers().await;
         let bridge = BridgeSpec {
             name: self.shared.bridge(),
@@ -392,5 +438,21 @@ impl PodManager {
         let network = self.shared.network.clone();
         let bridge = self.shared.bridge();
         let _ = tokio::task::spawn_blocking(move || network.delete_bridge(&bridge)).await;
+    }
+}
+
+/// Keeps `writer`'s cache of every Service in the cluster current until `shutdown` (a watch with back-off).
+async fn cache_services(client: Client, writer: Writer<Service>, mut shutdown: watch::Receiver<bool>) {
+    let api: Api<Service> = Api::all(client);
+    let mut stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff()).boxed();
+    loop {
+        tokio::select! {
+            ev = stream.next() => match ev {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "service watch"),
+                None => return,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
     }
 }

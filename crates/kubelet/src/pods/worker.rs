@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::probe::{run_probe, ProbeOutcome, ProbeTarget};
 use super::runtime::{ContainerRuntime, RtStatus, StartSpec};
+use super::service_env::ServiceEnv;
 use super::Shared;
 use crate::events::Recorder;
 use crate::podstatus::{pod_status, CState, ContainerRecord, PodRecord};
@@ -26,6 +27,8 @@ use ferry_containers::image::Plan;
 const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const TICK: Duration = Duration::from_millis(250);
+/// The waiting reason of a container whose environment could not be built (upstream's).
+const CONFIG_ERROR: &str = "CreateContainerConfigError";
 
 /// Probe bookkeeping for one probe of one container.
 #[derive(Debug, Default)]
@@ -370,7 +373,26 @@ pub async fn run(
                         c.next_start = Some(Instant::now() + MAX_BACKOFF);
                     }
                 }
-                ref run @ Plan::Run { ref argv, ref image_env, .. } => {
+                Plan::Run { .. } => {
+                    // The environment is built at each start, from the Services cached right now.
+                    let own_env = match env.shared.container_env(&pod, &c.spec, sb).await {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let first = !matches!(&c.state, CState::Waiting { reason: r, .. } if r == CONFIG_ERROR);
+                            if matches!(c.state, CState::Terminated { .. }) {
+                                c.last_state = Some(c.state.clone());
+                            }
+                            c.state = CState::Waiting { reason: CONFIG_ERROR.into(), message: Some(e.to_string()) };
+                            c.next_start = Some(Instant::now() + Duration::from_secs(1));
+                            if first {
+                                env.event(&pod, "Warning", "Failed", &format!("Error: {e}"), Some(&c.spec.name)).await;
+                            }
+                            continue;
+                        }
+                    };
+                    // `$(VAR)` in command and args refers to the final environment.
+                    let run = env.shared.resolve(&expand_command_and_args(&c.spec, &own_env));
+                    let Plan::Run { argv, image_env, .. } = &run else { continue };
                     let description = run.describe();
                     let argv = argv.clone();
                     if let Some(old) = c.id.take() {
@@ -386,7 +408,7 @@ pub async fn run(
                     }
                     let id = format!("{}-{}-{}", uid, c.spec.name, c.restart_count);
                     let mut envs = image_env.clone();
-                    for (k, v) in env.shared.container_env(&pod, &c.spec, sb).await {
+                    for (k, v) in own_env {
                         envs.retain(|(ek, _)| *ek != k);
                         envs.push((k, v));
                     }
@@ -630,7 +652,8 @@ pub fn field_ref(pod: &Pod, path: &str, pod_ip: Ipv4Addr, host_ip: &str) -> Opti
 }
 
 /// The environment of a container: its `env` and `envFrom` resolved (ConfigMaps and Secrets
-/// read through the API), plus the PATH and HOSTNAME a container image would set.
+/// read through the API), plus the PATH and HOSTNAME a container image would set. `$(VAR)` in an
+/// `env[].value` refers to the variables defined before it, else to the service variables.
 pub async fn resolve_env(
     client: &Client,
     pod: &Pod,
@@ -638,6 +661,7 @@ pub async fn resolve_env(
     pod_ip: Ipv4Addr,
     host_ip: &str,
     hostname: &str,
+    services: &ServiceEnv,
 ) -> Vec<(String, String)> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let mut out: BTreeMap<String, String> = BTreeMap::new();
@@ -671,7 +695,9 @@ pub async fn resolve_env(
     }
     for e in c.env.clone().unwrap_or_default() {
         let value = match (&e.value, &e.value_from) {
-            (Some(v), _) => Some(expand(v, &out)),
+            (Some(v), _) => {
+                Some(expand_with(v, |name| out.get(name).map(String::as_str).or_else(|| services.get(name))))
+            }
             (None, Some(vf)) => {
                 if let Some(f) = &vf.field_ref {
                     field_ref(pod, &f.field_path, pod_ip, host_ip)
@@ -696,6 +722,19 @@ pub async fn resolve_env(
 
 /// `$(VAR)` expansion of env values as upstream (`$$` escapes, unknown references stay).
 pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
+    expand_with(s, |name| vars.get(name).map(String::as_str))
+}
+
+/// A container's `command` and `args` with `$(VAR)` references to its final environment expanded (upstream
+/// `ExpandContainerCommandAndArgs`).
+pub fn expand_command_and_args(c: &Container, env: &[(String, String)]) -> Container {
+    let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+    let expand_all = |v: &Option<Vec<String>>| v.as_ref().map(|v| v.iter().map(|a| expand(a, &vars)).collect());
+    Container { command: expand_all(&c.command), args: expand_all(&c.args), ..c.clone() }
+}
+
+/// [`expand`] with a lookup function.
+pub fn expand_with<'a>(s: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -708,7 +747,7 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
             match body.find(')') {
                 Some(j) => {
                     let name = &body[..j];
-                    match vars.get(name) {
+                    match lookup(name) {
                         Some(v) => out.push_str(v),
                         None => {
                             out.push_str("$(");
@@ -741,5 +780,50 @@ mod tests {
         let vars = BTreeMap::from([("A".to_string(), "x".to_string())]);
         assert_eq!(expand("$(A)-$(B)-$$(A)", &vars), "x-$(B)-$(A)");
         assert_eq!(expand("plain", &vars), "plain");
+    }
+
+    fn offline_client() -> Client {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        Client::try_from(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn env_values_may_refer_to_service_variables_and_own_definitions_come_first() {
+        use super::super::service_env::{service_env, with_service_env};
+        use k8s_openapi::api::core::v1::{EnvVar, Service};
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "kubia", "namespace": "ns"},
+            "spec": {"clusterIP": "10.43.0.5", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+        }))
+        .unwrap();
+        let services = service_env([&svc], "ns", true);
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}})).unwrap();
+        let var = |n: &str, v: &str| EnvVar { name: n.into(), value: Some(v.into()), value_from: None };
+        let c = Container {
+            name: "c".into(),
+            env: Some(vec![
+                var("URL", "http://$(KUBIA_SERVICE_HOST):$(KUBIA_SERVICE_PORT_HTTP)/"),
+                // Defined after URL: URL still saw the service's value; the container then sees its own.
+                var("KUBIA_SERVICE_PORT_HTTP", "8080"),
+                var("AGAIN", "$(KUBIA_SERVICE_PORT_HTTP)"),
+            ]),
+            command: Some(vec!["sh".into(), "-c".into()]),
+            args: Some(vec!["echo $(KUBIA_PORT) $(AGAIN) $(MISSING)".into()]),
+            ..Default::default()
+        };
+        let own =
+            resolve_env(&offline_client(), &pod, &c, Ipv4Addr::new(10, 42, 0, 5), "10.0.0.1", "p", &services).await;
+        let all = with_service_env(own, &services);
+        let get = |k: &str| all.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("URL"), Some("http://10.43.0.5:80/"));
+        assert_eq!(get("KUBIA_SERVICE_PORT_HTTP"), Some("8080"));
+        assert_eq!(all.iter().filter(|(n, _)| n == "KUBIA_SERVICE_PORT_HTTP").count(), 1);
+        assert_eq!(get("AGAIN"), Some("8080"));
+        assert_eq!(get("KUBIA_PORT_80_TCP_ADDR"), Some("10.43.0.5"));
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(&names[..5], ["PATH", "HOSTNAME", "URL", "KUBIA_SERVICE_PORT_HTTP", "AGAIN"]);
+        let expanded = expand_command_and_args(&c, &all);
+        assert_eq!(expanded.args.unwrap(), ["echo tcp://10.43.0.5:80 8080 $(MISSING)"]);
+        assert_eq!(expanded.command.unwrap(), ["sh", "-c"]);
     }
 }
