@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_testkit::{seed_fixture, squash, Cluster, Kubectl, LineReader, Table};
+use ferry_testkit::{eventually, seed_fixture, squash, Cluster, Kubectl, LineReader, Table};
 
 fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry"))
@@ -228,7 +228,10 @@ fn namespaces_get_create_and_dash_n() {
 
 #[test]
 fn rc_scale_edit_and_orphaning_delete() {
-    let (cluster, k) = start();
+    // The controllers run (the ReplicationController makes pods, the garbage collector orphans them); no node, so
+    // the pods stay Pending.
+    let cluster = Cluster::start_with_args(ferry(), None, &["--disable-agent", "--disable-scheduler"]);
+    let k = cluster.kubectl();
     let out = k.ok(&["create", "-f", &fixture("003-rc-kubia.yaml")]);
     assert_eq!(out.trim_end(), "replicationcontroller/kubia created");
     let t = Table::parse(&k.ok(&["get", "rc"]));
@@ -259,11 +262,31 @@ fn rc_scale_edit_and_orphaning_delete() {
         "ls /var/ready"
     );
 
-    // kubectl delete rc kubia --cascade=false
+    let pods = eventually("the RC's 4 pods", Duration::from_secs(30), || {
+        let names = pod_names(&k);
+        if names.len() == 4 {
+            Ok(names)
+        } else {
+            Err(format!("{names:?}"))
+        }
+    });
+
+    // kubectl delete rc kubia --cascade=false: the RC goes (once the garbage collector has released its `orphan`
+    // finalizer), its pods stay, with no owner left.
     let out = k.ok(&["delete", "rc", "kubia", "--cascade=false"]);
     assert_eq!(out.trim_end(), "replicationcontroller \"kubia\" deleted");
     let out = k.run(&["get", "rc"]);
     assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(pod_names(&k), pods);
+    let owners = k.jsonpath(&["get", "pods"], "{.items[*].metadata.ownerReferences}");
+    assert_eq!(owners, "", "orphaned pods keep no ownerReference");
+}
+
+fn pod_names(k: &Kubectl) -> Vec<String> {
+    let mut names: Vec<String> =
+        k.jsonpath(&["get", "pods"], "{.items[*].metadata.name}").split_whitespace().map(String::from).collect();
+    names.sort();
+    names
 }
 
 /// A `KUBE_EDITOR` script applying one sed expression to the file kubectl hands it.

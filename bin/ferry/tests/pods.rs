@@ -798,20 +798,22 @@ spec:
 fn an_image_ferry_cannot_run_waits_in_image_pull_back_off_and_deletes_promptly() {
     let mut c = NodeCluster::start();
     let k = c.kubectl();
+    // The seed's pod with an image ferry has no built-in stand-in for (kubia/manual itself now runs).
     let fixture: PathBuf = seed_fixture("003-pod-kubia-manual.yaml");
-    k.ok(&["create", "-f", &fixture.to_string_lossy()]);
+    let manifest = std::fs::read_to_string(&fixture).unwrap().replace("image: kubia/manual", "image: nginx:1.27");
+    k.ok_stdin(&["create", "-f", "-"], manifest.as_bytes());
     let waiting = |p: &Value| container_status(p, "kubia-manual")["state"]["waiting"].clone();
     let first = eventually("kubia-manual to wait in ErrImagePull", WAIT, || {
         let p = pod(&k, "kubia-manual");
         (waiting(&p)["reason"] == "ErrImagePull").then_some(p.clone()).ok_or(format!("{p}"))
     });
     let message = waiting(&first)["message"].as_str().unwrap_or_default().to_string();
-    for part in ["kubia/manual", "registry.k8s.io/e2e-test-images/agnhost", "explicit `command`"] {
+    for part in ["nginx:1.27", "registry.k8s.io/e2e-test-images/agnhost", "explicit `command`"] {
         assert!(message.contains(part), "the message does not tell how to make it runnable: {message}");
     }
     assert_eq!(first["status"]["phase"], "Pending", "{first}");
     assert_eq!(get_po(&k, "kubia-manual", &[]).cell("kubia-manual", "STATUS"), "ErrImagePull");
-    wait_event(&k, "kubia-manual", "Failed", "Failed to pull image \"kubia/manual\"");
+    wait_event(&k, "kubia-manual", "Failed", "Failed to pull image \"nginx:1.27\"");
 
     let t0 = Instant::now();
     let table = eventually("kubia-manual to back off", Duration::from_secs(30), || {
@@ -824,7 +826,7 @@ fn an_image_ferry_cannot_run_waits_in_image_pull_back_off_and_deletes_promptly()
     assert!(t0.elapsed() < Duration::from_secs(20), "ImagePullBackOff after {:?}", t0.elapsed());
     let p = pod(&k, "kubia-manual");
     assert!(waiting(&p)["message"].as_str().is_some_and(|m| m.contains("Back-off pulling image")), "{p}");
-    wait_event(&k, "kubia-manual", "BackOff", "Back-off pulling image \"kubia/manual\"");
+    wait_event(&k, "kubia-manual", "BackOff", "Back-off pulling image \"nginx:1.27\"");
     let described = squash(&k.ok(&["describe", "pod", "kubia-manual"]));
     assert!(described.contains("Reason: ImagePullBackOff"), "{described}");
 

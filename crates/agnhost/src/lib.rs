@@ -2,18 +2,23 @@
 //! agent runs `ferry agnhost <subcommand> [flags]` where a pod names that image. Subcommands, flags, defaults,
 //! response bodies and exit codes follow upstream agnhost (Kubernetes v1.33, `test/images/agnhost/`).
 //!
-//! Implemented: `pause`, `serve-hostname`, `netexec`, `connect`, `liveness`, `test-webserver`, plus the ferry
-//! extension `pause-image`, which behaves as `registry.k8s.io/pause`'s `/pause` (exit 0 on SIGINT/SIGTERM).
+//! Implemented: `pause`, `serve-hostname`, `netexec`, `connect`, `liveness`, `test-webserver`, plus ferry
+//! extensions: `pause-image`, which behaves as `registry.k8s.io/pause`'s `/pause` (exit 0 on SIGINT/SIGTERM), and
+//! stand-ins for the images of the book "Kubernetes in Action" the seeds use: `kubia` (`luksa/kubia`,
+//! `kubia/manual`, `yinzige/kubia`), `kubia-unhealthy`, `ssd-monitor` and `batch-job` (its sleep is
+//! `BATCH_JOB_SECONDS` when set, else 120 s).
 //!
 //! Library shape: [`main`] parses the command line and blocks on its own tokio runtime; each subcommand is also
 //! available as a typed config plus an async `bind`/`run` pair so tests serve on 127.0.0.1 ephemeral ports and
 //! deliver signals through a channel ([`Signals::channel`]).
 #![forbid(unsafe_code)]
 
+pub mod book_scripts;
 mod client;
 pub mod connect;
 mod flags;
 pub mod golang;
+pub mod kubia;
 pub mod liveness;
 pub mod netexec;
 pub mod pause;
@@ -99,6 +104,11 @@ pub fn main(args: Vec<String>) -> i32 {
         "test-webserver" => with_flags("test-webserver", test_webserver::FLAGS, rest, Some(0), |p| {
             block_on(test_webserver::main(test_webserver::TestWebserverConfig::from_flags(p)))
         }),
+        // The book's programs take no arguments and ignore any they are given.
+        "kubia" => block_on(kubia::main(kubia::KubiaVariant::Healthy)),
+        "kubia-unhealthy" => block_on(kubia::main(kubia::KubiaVariant::Unhealthy)),
+        "ssd-monitor" => block_on(book_scripts::ssd_monitor_main()),
+        "batch-job" => block_on(book_scripts::batch_job_main()),
         other => {
             eprintln!("Error: unknown command \"{other}\" for \"app\"\nRun 'app --help' for usage.");
             // Upstream ignores cobra's error: the process still exits 0.
@@ -110,12 +120,16 @@ pub fn main(args: Vec<String>) -> i32 {
 fn root_help() -> String {
     let mut out = String::from("Usage:\n  app [command]\n\nAvailable Commands:\n");
     for (name, short) in [
+        ("batch-job", "Prints a start line, works 120 s (BATCH_JOB_SECONDS), prints an end line (ferry extension)"),
         ("connect", "Attempts a TCP, UDP or SCTP connection and returns useful errors"),
+        ("kubia", "Answers every HTTP request on :8080 with the hostname (ferry extension)"),
+        ("kubia-unhealthy", "As kubia, but answers 500 after the fifth request (ferry extension)"),
         ("liveness", "Starts a server that is alive for 10 seconds"),
         ("netexec", "Creates HTTP(S), UDP, and (optionally) SCTP servers with various endpoints"),
         ("pause", "Pauses the execution"),
         ("pause-image", "Behaves as registry.k8s.io/pause (ferry extension)"),
         ("serve-hostname", "Serves the hostname"),
+        ("ssd-monitor", "Prints SSD OK every 5 seconds (ferry extension)"),
         ("test-webserver", "Starts a simple HTTP fileserver"),
     ] {
         out.push_str(&format!("  {name:<16}{short}\n"));

@@ -225,6 +225,7 @@ pub static CATALOG: &[ResourceDef] = &[
         legacy: &[APPS_V1BETA2],
         ..def(APPS, "DaemonSet", "daemonsets", "daemonset", &["ds"], true, &["all"], &[Status])
     },
+    def(APPS, "ControllerRevision", "controllerrevisions", "controllerrevision", &[], true, &[], &[]),
     def(BATCH, "Job", "jobs", "job", &[], true, &["all"], &[Status]),
     ResourceDef {
         legacy: &[BATCH_V1BETA1],

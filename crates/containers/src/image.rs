@@ -13,6 +13,21 @@ const AGNHOST_REPOSITORIES: &[&str] = &[
     "gcr.io/kubernetes-e2e-test-images/agnhost",
 ];
 
+/// Images of the book "Kubernetes in Action" (and the seeds' copies of them), served by built-in agnhost
+/// subcommands that behave as those images' programs: (Docker Hub repository, `ferry agnhost` subcommand).
+/// Docker Hub references may also be written with a `docker.io/` or `index.docker.io/` prefix.
+const BOOK_IMAGES: &[(&str, &str)] = &[
+    ("luksa/kubia", "kubia"),
+    ("kubia/manual", "kubia"),
+    ("yinzige/kubia", "kubia"),
+    ("luksa/kubia-unhealthy", "kubia-unhealthy"),
+    ("luksa/ssd-monitor", "ssd-monitor"),
+    ("luksa/batch-job", "batch-job"),
+];
+
+/// Prefixes naming Docker Hub explicitly (`docker.io/luksa/kubia` is `luksa/kubia`).
+const DOCKER_HUB_PREFIXES: &[&str] = &["docker.io/", "index.docker.io/"];
+
 /// Repository prefixes of the pause image (`pause`, `pause-amd64`, ...).
 const PAUSE_REPOSITORY_PREFIXES: &[&str] =
     &["registry.k8s.io/pause", "k8s.gcr.io/pause", "gcr.io/google_containers/pause"];
@@ -82,6 +97,12 @@ fn is_agnhost(repo: &str) -> bool {
     AGNHOST_REPOSITORIES.contains(&repo)
 }
 
+/// The built-in subcommand standing in for a book image's program, if `repo` is one.
+fn book_image(repo: &str) -> Option<&'static str> {
+    let repo = DOCKER_HUB_PREFIXES.iter().find_map(|p| repo.strip_prefix(p)).unwrap_or(repo);
+    BOOK_IMAGES.iter().find(|(r, _)| *r == repo).map(|(_, sub)| *sub)
+}
+
 fn is_pause(repo: &str) -> bool {
     PAUSE_REPOSITORY_PREFIXES.iter().any(|prefix| repo.starts_with(prefix))
 }
@@ -92,6 +113,10 @@ fn is_pause(repo: &str) -> bool {
 ///   the container's `args` (the image's default is `pause`); a `command` starting with `/agnhost` (or
 ///   `agnhost`) is honoured with that element dropped; any other `command` runs from the host filesystem.
 /// - pause (`registry.k8s.io/pause*`, `k8s.gcr.io/pause*`): `<ferry_exe> agnhost pause`.
+/// - the book's images, any tag (`luksa/kubia`, `kubia/manual`, `yinzige/kubia` → `agnhost kubia`;
+///   `luksa/kubia-unhealthy` → `agnhost kubia-unhealthy`; `luksa/ssd-monitor` → `agnhost ssd-monitor`;
+///   `luksa/batch-job` → `agnhost batch-job`) without a `command`: that subcommand. Their `args` are dropped, as
+///   the images' entrypoints ignore them (`node app.js` and shell-form scripts).
 /// - any other image with an explicit `command`: that command (plus `args`) from the host filesystem.
 /// - anything else: [`Plan::NotRunnable`] with reason `ErrImagePull`.
 pub fn resolve(ferry_exe: &Path, image: &str, command: &[String], args: &[String]) -> Plan {
@@ -132,6 +157,12 @@ pub fn resolve(ferry_exe: &Path, image: &str, command: &[String], args: &[String
         return match command.first().map(String::as_str) {
             // The pause image's own program: exits 0 on SIGTERM (agnhost's `pause` exits 2).
             None | Some("/pause") => builtin(vec!["pause-image".to_string()]),
+            Some(_) => host(),
+        };
+    }
+    if let Some(sub) = book_image(repo) {
+        return match command.first() {
+            None => builtin(vec![sub.to_string()]),
             Some(_) => host(),
         };
     }
@@ -208,6 +239,35 @@ mod tests {
             let plan = resolve(exe, img, &[], &[]);
             assert_eq!(argv(&plan), s(&[EXE, "agnhost", "pause-image"]));
             assert_eq!(plan.describe(), format!("Running image \"{img}\" as built-in agnhost"));
+        }
+    }
+
+    #[test]
+    fn book_images_run_their_built_in_stand_ins() {
+        let exe = Path::new(EXE);
+        for (img, sub) in [
+            ("luksa/kubia", "kubia"),
+            ("luksa/kubia:v1", "kubia"),
+            ("docker.io/luksa/kubia:latest", "kubia"),
+            ("index.docker.io/luksa/kubia@sha256:00", "kubia"),
+            ("kubia/manual", "kubia"),
+            ("yinzige/kubia", "kubia"),
+            ("luksa/kubia-unhealthy", "kubia-unhealthy"),
+            ("luksa/ssd-monitor", "ssd-monitor"),
+            ("luksa/batch-job:latest", "batch-job"),
+        ] {
+            let plan = resolve(exe, img, &[], &[]);
+            assert_eq!(argv(&plan), s(&[EXE, "agnhost", sub]), "{img}");
+            assert_eq!(plan.describe(), format!("Running image \"{img}\" as built-in agnhost"));
+            // The images' entrypoints ignore arguments.
+            assert_eq!(argv(&resolve(exe, img, &[], &s(&["--x"]))), s(&[EXE, "agnhost", sub]), "{img}");
+        }
+        // An explicit command runs from the host, as for any image.
+        let plan = resolve(exe, "luksa/kubia", &s(&["/bin/sh", "-c", "true"]), &[]);
+        assert!(matches!(&plan, Plan::Run { kind: PlanKind::HostCommand, .. }), "{plan:?}");
+        // Similar names are not the book's images.
+        for img in ["kubia", "luksa/kubia-pet", "example.com/luksa/kubia", "luksa/kubia-unhealthy-x"] {
+            assert!(matches!(resolve(exe, img, &[], &[]), Plan::NotRunnable { .. }), "{img}");
         }
     }
 

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use ferry_api::k8s::api::apps::v1::{
-    DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDaemonSet,
-    RollingUpdateDeployment,
+    ControllerRevision, DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy, ReplicaSet,
+    RollingUpdateDaemonSet, RollingUpdateDeployment,
 };
 use ferry_api::k8s::api::batch::v1::{CronJob, Job, JobSpec};
 use ferry_api::k8s::api::core::v1::{PodTemplateSpec, ReplicationController};
@@ -37,11 +37,13 @@ pub(crate) fn strategy_for(kind: &str) -> Option<&'static dyn Strategy> {
         "DaemonSet" => Some(&DAEMON_SET),
         "Job" => Some(&JOB),
         "CronJob" => Some(&CRON_JOB),
+        "ControllerRevision" => Some(&CONTROLLER_REVISION),
         _ => None,
     }
 }
 
 static RC: QuantityChecked<RcKind> = QuantityChecked::new();
+static CONTROLLER_REVISION: crate::common::Typed<ControllerRevisionKind> = crate::common::Typed::new();
 static RS: QuantityChecked<RsKind> = QuantityChecked::new();
 static DEPLOYMENT: QuantityChecked<DeploymentKind> = QuantityChecked::new();
 static DAEMON_SET: QuantityChecked<DaemonSetKind> = QuantityChecked::new();
@@ -1152,6 +1154,64 @@ fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
         rest = &rest[unit_len..];
     }
     Some(std::time::Duration::from_secs_f64(total))
+}
+
+// ---------------------------------------------------------------------------------------------
+// ControllerRevision (the DaemonSet controller's history; `kubectl rollout history|undo ds`)
+// ---------------------------------------------------------------------------------------------
+
+struct ControllerRevisionKind;
+
+const CONTROLLER_REVISION_COLUMNS: &[Column] =
+    &[NAME_COLUMN, column("Controller", "string", 0), column("Revision", "integer", 0), AGE_COLUMN];
+
+impl KindImpl for ControllerRevisionKind {
+    type Obj = ControllerRevision;
+    const NAMESPACED: bool = true;
+    const NAME_RULE: NameRule = NameRule::Dns1123Subdomain;
+    const COLUMNS: &'static [Column] = CONTROLLER_REVISION_COLUMNS;
+
+    fn validate(obj: &ControllerRevision) -> FieldErrors {
+        if obj.revision < 0 {
+            return vec![FieldError::invalid(
+                Path::root("revision"),
+                obj.revision,
+                "must be greater than or equal to 0",
+            )];
+        }
+        Vec::new()
+    }
+    fn validate_update(new: &ControllerRevision, old: &ControllerRevision) -> FieldErrors {
+        if new.data != old.data {
+            return vec![FieldError::invalid(Path::root("data"), BadValue::Omitted, "field is immutable")];
+        }
+        Vec::new()
+    }
+    fn row(obj: &ControllerRevision, now: Timestamp) -> TableRow {
+        // Upstream prints the controller as `<kind>.<group>/<name>` (`daemonset.apps/ssd-monitor`).
+        let controller = obj
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+            .map(|r| {
+                let group = r.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+                let kind = r.kind.to_lowercase();
+                if group.is_empty() {
+                    format!("{kind}/{}", r.name)
+                } else {
+                    format!("{kind}.{group}/{}", r.name)
+                }
+            })
+            .unwrap_or_else(|| "<none>".into());
+        vec![
+            cell(obj.metadata.name.clone().unwrap_or_default()),
+            cell(controller),
+            Value::from(obj.revision),
+            age_cell(obj, now),
+        ]
+    }
 }
 
 #[cfg(test)]

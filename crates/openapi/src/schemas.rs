@@ -51,6 +51,7 @@ fn register_kind(generator: &mut SchemaGenerator, gv: GroupVersion, kind: &str) 
         ("apps", "Deployment") => add::<apps::v1::Deployment>(generator),
         ("apps", "ReplicaSet") => add::<apps::v1::ReplicaSet>(generator),
         ("apps", "DaemonSet") => add::<apps::v1::DaemonSet>(generator),
+        ("apps", "ControllerRevision") => add::<apps::v1::ControllerRevision>(generator),
         ("batch", "Job") => add::<batch::v1::Job>(generator),
         ("batch", "CronJob") => add::<batch::v1::CronJob>(generator),
         ("networking.k8s.io", "Ingress") => add::<networking::v1::Ingress>(generator),

@@ -17,9 +17,9 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use ferry_runtime::events::Recorder;
 use crate::fit::{self, Resources};
 use crate::queue::{Attempt, PodKey, Queue};
+use ferry_runtime::events::Recorder;
 
 /// The scheduler name pods get by default (`spec.schedulerName`).
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
