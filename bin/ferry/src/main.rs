@@ -243,6 +243,24 @@ async fn server(args: ServerArgs) -> Result<()> {
                 tracing::error!(error = %e, "node agent stopped");
             }
         });
+
+        // The node's Service proxy (kernel mode): its own identity, one nftables table, removed at shutdown.
+        let kubeconfig = api.component_kubeconfig("proxy", "system:kube-proxy", &[])?;
+        let proxy = ferry_proxy::NodeProxyConfig {
+            kubeconfig,
+            node_name: node_name.clone(),
+            node_ip: advertise,
+            table: ferry_proxy::NodeProxyConfig::table_for_prefix(&args.network_prefix),
+            cluster_cidr: ferry_proxy::Ipv4Net::new(cluster_cidr.0, cluster_cidr.1)
+                .context("the cluster CIDR is not a valid IPv4 network")?,
+            bridge: ferry_proxy::node::bridge_for_prefix(&args.network_prefix),
+        };
+        let stop = stop_rx.clone();
+        components.spawn(async move {
+            if let Err(e) = ferry_proxy::run_node_proxy(proxy, stop).await {
+                tracing::error!(error = %e, "service proxy stopped");
+            }
+        });
     }
 
     println!("ferry server ready: kubeconfig={} url={}", api.kubeconfig.display(), api.url);

@@ -30,6 +30,7 @@ pub mod fake;
 pub mod health;
 pub mod model;
 pub mod nft;
+pub mod node;
 pub mod proxier;
 pub mod render;
 pub mod ruleset;
@@ -41,6 +42,7 @@ pub use fake::{FakeDataplane, Numgen, Origin, Packet, SeededNumgen, SequenceNumg
 pub use health::{HealthServer, HealthTarget};
 pub use model::{EndpointInfo, Ipv4Net, Protocol, ServiceInfo, ServiceName, ServicePortName, SliceInfo, TrafficPolicy};
 pub use nft::{NftConfig, NftDataplane};
+pub use node::{run_node_proxy, NodeProxyConfig, NodeProxyError};
 pub use proxier::{run, Proxier, ProxyEvent, RunConfig, SyncError, SyncStats};
 pub use ruleset::{Fragment, Op, Ruleset};
 pub use tracker::ChangeTracker;

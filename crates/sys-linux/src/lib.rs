@@ -145,7 +145,8 @@ impl IpNetwork {
         let gateway = spec.gateway.to_string();
         let wired = self
             .run(&["link", "set", &spec.veth_host, "master", &spec.bridge])
-            .and_then(|_| self.run(&["link", "set", &spec.veth_host, "up"]))
+            // Hairpin: a pod reaching itself through a Service gets its packet back out of its own port.
+            .and_then(|_| self.run(&["link", "set", &spec.veth_host, "up", "type", "bridge_slave", "hairpin", "on"]))
             .and_then(|_| self.run(&["-n", ns, "link", "set", "lo", "up"]))
             .and_then(|_| self.run(&["-n", ns, "addr", "add", &addr, "dev", &spec.veth_pod]))
             .and_then(|_| self.run(&["-n", ns, "link", "set", &spec.veth_pod, "up"]))
