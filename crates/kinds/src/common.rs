@@ -559,6 +559,15 @@ impl<K: KindImpl> Strategy for Typed<K> {
     fn normalize(&self, obj: Value) -> Result<Value, DecodeError> {
         let mut typed: K::Obj = decode(obj)?;
         K::default(&mut typed);
+        // Go's `omitempty`: an emptied list of finalizers or owners is not stored (a patch that removes the last
+        // finalizer leaves no `finalizers: []`).
+        let meta = typed.metadata_mut();
+        if meta.finalizers.as_ref().is_some_and(Vec::is_empty) {
+            meta.finalizers = None;
+        }
+        if meta.owner_references.as_ref().is_some_and(Vec::is_empty) {
+            meta.owner_references = None;
+        }
         Ok(encode(&typed))
     }
     fn unknown_fields(&self, obj: &Value) -> Vec<String> {
@@ -618,6 +627,16 @@ impl<K: KindImpl> Strategy for Typed<K> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn emptied_finalizers_and_owner_references_are_omitted() {
+        let strategy = crate::strategy::strategy_for("ConfigMap").unwrap();
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "finalizers": [], "ownerReferences": []}});
+        let normalized = strategy.normalize(obj).unwrap();
+        assert!(normalized["metadata"].get("finalizers").is_none(), "{normalized}");
+        assert!(normalized["metadata"].get("ownerReferences").is_none(), "{normalized}");
+    }
     use super::*;
     use ferry_api::k8s::api::core::v1::Service;
     use serde_json::json;
