@@ -2,12 +2,15 @@
 //! crates together. The only composition root; the only place `anyhow` is used.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+
+/// Where `ferry server` keeps its state (and admin kubeconfig) unless told otherwise.
+const DEFAULT_DATA_DIR: &str = "/var/lib/ferry";
 
 #[derive(Parser)]
 #[command(name = "ferry", version, about = "A Kubernetes-compatible cluster in one binary")]
@@ -28,6 +31,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Explain why a Service does or does not work: `ferry explain service NAME [-n NAMESPACE]`.
+    #[command(subcommand)]
+    Explain(ferry_explain::cli::ExplainCommand),
     /// Internal entry points of the process container runtime (the per-container shim, exec).
     #[command(hide = true)]
     Internal {
@@ -39,7 +45,7 @@ enum Command {
 #[derive(clap::Args)]
 struct ServerArgs {
     /// Where the datastore, certificates and kubeconfig live.
-    #[arg(long, default_value = "/var/lib/ferry")]
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Address the API server listens on.
     #[arg(long, default_value = "0.0.0.0")]
@@ -316,6 +322,7 @@ fn main() -> Result<()> {
         }
         Command::Agnhost { args } => std::process::exit(ferry_agnhost::main(args)),
         Command::Internal { args } => std::process::exit(internal(&args)),
+        Command::Explain(cmd) => std::process::exit(ferry_explain::cli::main(cmd, Path::new(DEFAULT_DATA_DIR))),
         Command::Server(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(server(*args))
