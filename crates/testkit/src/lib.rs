@@ -71,3 +71,19 @@ pub fn eventually<T>(what: &str, timeout: std::time::Duration, mut probe: impl F
         }
     }
 }
+
+/// Waits for, and holds until the returned file is dropped, a lock shared by every test process on this host for
+/// the node address's ports. Every node cluster's node has the host's address, so NodePorts, LoadBalancer ingress
+/// ports on it (the default pool) and healthCheckNodePorts of two clusters running at once would capture each
+/// other's traffic: tests that create such Services hold this lock while their cluster runs.
+pub fn lock_node_address_ports() -> std::fs::File {
+    let path = std::env::temp_dir().join("ferry-test-node-address-ports.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    file.lock().unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    file
+}

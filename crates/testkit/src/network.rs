@@ -1,6 +1,7 @@
-//! Pod networks for test clusters that run a node: each gets a `10.<n>.0.0/16` and an interface
-//! name prefix that no other test (thread or process) and nothing on the host uses, so parallel
-//! clusters never share a subnet or a bridge name.
+//! Pod networks for test clusters that run a node: each gets a `10.<n>.0.0/16`, a Service network
+//! `198.18.<n - 120>.0/24` and an interface name prefix that no other test (thread or process) and nothing on the
+//! host uses, so parallel clusters never share a subnet, a ClusterIP or a bridge name (every node proxy on the host
+//! captures its own cluster's ClusterIPs, and ClusterIPs are handed out in the same order in every cluster).
 
 use std::fs;
 use std::io::Write;
@@ -81,6 +82,12 @@ impl NodeNetwork {
             .unwrap_or_else(|| panic!("no free pod network for a test cluster"))
     }
 
+    /// The Service (ClusterIP) network of this cluster: `198.18.<octet - 120>.0/24` (RFC 2544's benchmarking
+    /// range, never routed), one per reserved octet.
+    pub fn service_cidr(&self) -> String {
+        format!("198.18.{}.0/24", self.octet - 120)
+    }
+
     /// `ferry server` flags using this network (plus an ephemeral node endpoint port and a node name).
     pub fn server_args(&self) -> Vec<String> {
         vec![
@@ -88,6 +95,8 @@ impl NodeNetwork {
             self.prefix.clone(),
             "--cluster-cidr".into(),
             format!("10.{}.0.0/16", self.octet),
+            "--service-cidr".into(),
+            self.service_cidr(),
             "--kubelet-port".into(),
             "0".into(),
             "--node-name".into(),
