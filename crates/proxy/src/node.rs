@@ -60,6 +60,14 @@ const BRIDGE_NF: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
 /// loaded; without it the proxy masquerades same-bridge Service traffic instead (backends then see the bridge's
 /// address).
 fn bridged_traffic_is_tracked() -> bool {
+    if !std::path::Path::new(BRIDGE_NF).exists() {
+        // Best effort: a kernel with br_netfilter as a module (no error if modprobe or the module is missing).
+        let _ = std::process::Command::new("modprobe")
+            .arg("br_netfilter")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
     match std::fs::read_to_string(BRIDGE_NF) {
         Ok(v) if v.trim() == "1" => true,
         Ok(_) => std::fs::write(BRIDGE_NF, "1").is_ok(),
