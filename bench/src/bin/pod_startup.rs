@@ -9,18 +9,15 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tokio::sync::{mpsc, Mutex};
+use ferry_bench::node::{cpu_seconds, host_footprint, ms, pick_network, require_root, sh, summary, wait_node_ready};
+use ferry_bench::node::{ratio, PodWatch, Server};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ferry-bench-pods", about = "Pod create-to-Running latency beside a bare unshare --net + exec")]
@@ -48,143 +45,6 @@ const IMAGE: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
 const WARMUP: usize = 3;
 const NAMESPACE: &str = "default";
 
-/// nearest-rank percentile of an ascending slice.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn sh(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!("{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A name prefix and `10.<n>.0.0/16` pod network that no route or link on the host uses yet.
-fn pick_network() -> Result<(String, u32)> {
-    let routes = sh("ip", &["-4", "route"])?;
-    let links = sh("ip", &["-o", "link"])?;
-    let seed = std::process::id().wrapping_mul(2_654_435_761);
-    (0..4096u32)
-        .map(|i| {
-            let n = seed.wrapping_add(i.wrapping_mul(40_503));
-            (format!("fb{:04x}", n & 0xffff), 120 + (n >> 16) % 130)
-        })
-        .find(|(prefix, octet)| !routes.contains(&format!("10.{octet}.")) && !links.contains(&format!(": {prefix}")))
-        .context("no free pod network")
-}
-
-/// What the node agent holds on the host: (network namespaces, links) named with `prefix`.
-fn host_footprint(prefix: &str) -> Result<(usize, usize)> {
-    let netns = sh("ip", &["netns", "list"])?.lines().filter(|l| l.starts_with(&format!("{prefix}-"))).count();
-    let links = sh("ip", &["-o", "link"])?.lines().filter(|l| l.contains(&format!(": {prefix}"))).count();
-    Ok((netns, links))
-}
-
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
-/// The running server; dropped, it gets SIGTERM (the node agent removes its pods) and 60 s before SIGKILL.
-struct Server {
-    child: Child,
-    kubeconfig: PathBuf,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(ferry: &Path, data_dir: &Path, prefix: &str, octet: u32, node: &str) -> Result<Server> {
-        std::fs::create_dir_all(data_dir)?;
-        let log = data_dir.join("server.log");
-        let log_file = std::fs::File::create(&log)?;
-        let mut child = Command::new(ferry)
-            .arg("server")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--bind-address", "127.0.0.1", "--https-port", "0", "--kubelet-port", "0"])
-            .args(["--network-prefix", prefix, "--node-name", node])
-            .arg("--cluster-cidr")
-            .arg(format!("10.{octet}.0.0/16"))
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", ferry.display()))?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("ferry server ready: kubeconfig=") {
-                    if let (Some(tx), Some((path, _))) = (tx.take(), rest.split_once(" url=")) {
-                        let _ = tx.send(PathBuf::from(path));
-                    }
-                }
-            }
-        });
-        let mut server = Server { child, kubeconfig: PathBuf::new(), log };
-        match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(path) => server.kubeconfig = path,
-            Err(_) => bail!("ferry printed no ready line; its log ends with:\n{}", server.log_tail()),
-        }
-        Ok(server)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// SIGTERM and wait (at most 60 s) for a clean exit.
-    fn stop(&mut self) -> Result<std::process::ExitStatus> {
-        if let Some(status) = self.child.try_wait()? {
-            return Ok(status);
-        }
-        let pid = Pid::from_raw(i32::try_from(self.pid()).context("pid")?);
-        kill(pid, Signal::SIGTERM).context("SIGTERM to ferry")?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                bail!("ferry did not exit within 60 s of SIGTERM; killed");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop() {
-            eprintln!("ferry-bench-pods: stopping ferry: {e}");
-        }
-    }
-}
-
 fn pod_manifest(name: &str) -> Result<Pod> {
     let pod = serde_json::json!({
         "apiVersion": "v1",
@@ -198,40 +58,6 @@ fn pod_manifest(name: &str) -> Result<Pod> {
     serde_json::from_value(pod).context("pod manifest")
 }
 
-/// Phase Running and every container ready.
-fn is_running(pod: &Pod) -> bool {
-    let Some(status) = &pod.status else { return false };
-    let want = pod.spec.as_ref().map(|s| s.containers.len()).unwrap_or(0);
-    let ready = status.container_statuses.as_ref().map(|cs| cs.iter().filter(|c| c.ready).count()).unwrap_or(0);
-    status.phase.as_deref() == Some("Running") && ready == want && want > 0
-}
-
-/// Watches the namespace's pods and sends (name, arrival time) the first time each is seen running.
-async fn watch_running(api: Api<Pod>, tx: mpsc::UnboundedSender<(String, Instant)>) -> Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    let mut version = api.list(&ListParams::default().labels("app=bench-pods")).await?.metadata.resource_version;
-    loop {
-        let rv = version.clone().unwrap_or_else(|| "0".into());
-        let params = WatchParams::default().labels("app=bench-pods").timeout(290);
-        let mut stream = api.watch(&params, &rv).await?.boxed();
-        while let Some(event) = stream.try_next().await? {
-            let at = Instant::now();
-            match event {
-                WatchEvent::Added(p) | WatchEvent::Modified(p) => {
-                    version = p.metadata.resource_version.clone();
-                    let name = p.metadata.name.clone().unwrap_or_default();
-                    if is_running(&p) && seen.insert(name.clone()) && tx.send((name, at)).is_err() {
-                        return Ok(());
-                    }
-                }
-                WatchEvent::Deleted(p) => version = p.metadata.resource_version.clone(),
-                WatchEvent::Bookmark(b) => version = Some(b.metadata.resource_version),
-                WatchEvent::Error(e) => bail!("watch error: {e:?}"),
-            }
-        }
-    }
-}
-
 /// What one run of the pod path measured.
 struct PodRun {
     latencies: Vec<Duration>,
@@ -243,49 +69,12 @@ struct PodRun {
 
 async fn pod_run(args: &Args, server: &Server, node: &str) -> Result<PodRun> {
     let client = ferry_client::connect(&server.kubeconfig).await?;
-    let nodes: Api<Node> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = nodes.get_opt(node).await?.is_some_and(|n| {
-            n.status
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        });
-        if ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("node {node} not Ready after 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_node_ready(&client, node, Duration::from_secs(60)).await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let watcher = tokio::spawn(watch_running(api.clone(), tx));
-    let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let wait_for = |names: Vec<String>, limit: Duration| {
-        let running = running.clone();
-        async move {
-            let deadline = Instant::now() + limit;
-            loop {
-                let done = {
-                    let map = running.lock().await;
-                    names.iter().all(|n| map.contains_key(n))
-                };
-                if done || Instant::now() > deadline {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    let collector = {
-        let running = running.clone();
-        tokio::spawn(async move {
-            while let Some((name, at)) = rx.recv().await {
-                running.lock().await.insert(name, at);
-            }
-        })
+    let watch = PodWatch::start(api.clone(), "app=bench-pods").await?;
+    let all_running = |names: &[String]| {
+        let names = names.to_vec();
+        move |s: &ferry_bench::node::PodWatchState| names.iter().all(|n| s.running.contains_key(n))
     };
 
     eprintln!("ferry-bench-pods: {WARMUP} warm-up pods");
@@ -293,11 +82,11 @@ async fn pod_run(args: &Args, server: &Server, node: &str) -> Result<PodRun> {
     for name in &warm {
         api.create(&PostParams::default(), &pod_manifest(name)?).await?;
     }
-    wait_for(warm.clone(), Duration::from_secs(60)).await;
+    watch.wait_until(Duration::from_secs(60), all_running(&warm)).await?;
     for name in &warm {
         api.delete(name, &DeleteParams::default()).await?;
     }
-    wait_gone(&api, Duration::from_secs(60)).await?;
+    wait_gone(&watch, Duration::from_secs(60)).await?;
 
     eprintln!("ferry-bench-pods: {} pods at {} per second", args.pods, args.rate);
     let names: Vec<String> = (0..args.pods).map(|i| format!("bench-pod-{i:03}")).collect();
@@ -324,13 +113,13 @@ async fn pod_run(args: &Args, server: &Server, node: &str) -> Result<PodRun> {
         for name in &names {
             api.create(&PostParams::default(), &pod_manifest(name)?).await?;
             created.insert(name.clone(), Instant::now());
-            wait_for(vec![name.clone()], Duration::from_secs(60)).await;
+            watch.wait_until(Duration::from_secs(60), all_running(std::slice::from_ref(name))).await?;
         }
     }
-    wait_for(names.clone(), Duration::from_secs(120)).await;
+    watch.wait_until(Duration::from_secs(120), all_running(&names)).await?;
     let wall = t0.elapsed();
     let cpu = cpu0.zip(cpu_seconds(server.pid())).map(|(a, b)| b - a);
-    let running_at = running.lock().await.clone();
+    let running_at = watch.with(|s| s.running.clone());
     let mut latencies = Vec::new();
     let mut missing = Vec::new();
     for name in &names {
@@ -343,25 +132,16 @@ async fn pod_run(args: &Args, server: &Server, node: &str) -> Result<PodRun> {
     eprintln!("ferry-bench-pods: deleting the pods");
     let t_del = Instant::now();
     api.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=bench-pods")).await?;
-    wait_gone(&api, Duration::from_secs(120)).await?;
+    wait_gone(&watch, Duration::from_secs(120)).await?;
     let delete_all = t_del.elapsed();
-    watcher.abort();
-    collector.abort();
     Ok(PodRun { latencies, missing, wall, cpu, delete_all })
 }
 
-async fn wait_gone(api: &Api<Pod>, limit: Duration) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let left = api.list(&ListParams::default().labels("app=bench-pods")).await?.items.len();
-        if left == 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{left} pods still exist after {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+async fn wait_gone(watch: &PodWatch, limit: Duration) -> Result<()> {
+    if !watch.wait_until(limit, |s| s.present.is_empty()).await? {
+        bail!("{} pods still exist after {limit:?}", watch.with(|s| s.present.len()));
     }
+    Ok(())
 }
 
 /// The bare path: `unshare --net --kill-child -- <ferry> agnhost pause`, spawn to its `Paused` line, one at a time.
@@ -401,35 +181,8 @@ fn bare_sandbox_run(ferry: &Path, prefix: &str, octet: u32, n: usize) -> Result<
     Ok(out)
 }
 
-struct Summary {
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-fn summary(samples: &[Duration]) -> Summary {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    Summary {
-        p50: percentile(&sorted, 50.0),
-        p99: percentile(&sorted, 99.0),
-        max: sorted.last().copied().unwrap_or_default(),
-    }
-}
-
-fn ratio(a: Duration, b: Duration) -> String {
-    if b.is_zero() {
-        "n/a".into()
-    } else {
-        format!("{:.1}×", a.as_secs_f64() / b.as_secs_f64())
-    }
-}
-
 async fn run(args: &Args) -> Result<String> {
-    // /proc/self belongs to the process's effective user.
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) != 0 {
-        bail!("needs root (network namespaces)");
-    }
+    require_root()?;
     if !args.ferry_bin.exists() {
         bail!("{} does not exist; build it with `cargo build --release -p ferry`", args.ferry_bin.display());
     }
@@ -439,7 +192,7 @@ async fn run(args: &Args) -> Result<String> {
     let (prefix, octet) = pick_network()?;
     let node = format!("bench-{}", &prefix[2..]);
     eprintln!("ferry-bench-pods: starting {} (pods on 10.{octet}.0.0/16, names {prefix}*)", ferry.display());
-    let mut server = Server::start(&ferry, &work.path().join("ferry"), &prefix, octet, &node)?;
+    let mut server = Server::start(&ferry, &work.path().join("ferry"), &prefix, octet, &node, &[])?;
     let pods = match pod_run(args, &server, &node).await {
         Ok(r) => r,
         Err(e) => bail!("{e:#}\nferry's log ends with:\n{}", server.log_tail()),
@@ -467,9 +220,9 @@ async fn run(args: &Args) -> Result<String> {
             "| {label} | {:.1} | {:.1} | {} | {:.1} | {} |\n",
             ms(a),
             ms(c),
-            ratio(a, c),
+            ratio(ms(a), ms(c)),
             ms(d),
-            ratio(a, d)
+            ratio(ms(a), ms(d))
         ));
     }
     out.push('\n');

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::deletion::{self, GcPolicy};
 use crate::discovery;
+use crate::metrics::{self, RequestCounter, RequestKind};
 use crate::object;
 use crate::patch;
 use crate::registry::{DeleteOptions, FieldValidation, ListQuery, Registry, Res, WriteOptions};
@@ -51,6 +52,8 @@ pub struct State {
     pub ready: std::sync::atomic::AtomicBool,
     /// How to reach node agents for exec/attach/port-forward/logs.
     pub node_dialer: Option<crate::nodeproxy::NodeDialer>,
+    /// Request counts served at `/metrics`.
+    pub metrics: RequestCounter,
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -118,11 +121,14 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, cert: Option<Iden
         Route::Version => return json_response(StatusCode::OK, &version_info()),
         _ => {}
     }
-    if authenticate(&state, &req, cert.as_ref()).is_none() {
+    let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let kind = RequestKind::classify(req.method(), &r, req.uri().query(), content_type);
+    let Some(identity) = authenticate(&state, &req, cert.as_ref()) else {
+        state.metrics.record(metrics::ANONYMOUS, kind, StatusCode::UNAUTHORIZED.as_u16());
         return error_response(&ApiError::Unauthorized);
-    }
+    };
     let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    match r {
+    let response = match r {
         Route::ApiVersions => {
             if discovery::wants_aggregated(&accept) {
                 bytes_response(
@@ -173,8 +179,13 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>, cert: Option<Iden
             Ok(resp) => resp,
             Err(e) => error_response(&e),
         },
+        Route::Metrics => {
+            bytes_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", state.metrics.render())
+        }
         Route::NotFound | Route::Healthz(_) | Route::Version => error_response(&ApiError::NoRoute),
-    }
+    };
+    state.metrics.record(&identity.user, kind, response.status().as_u16());
+    response
 }
 
 fn json_bytes(v: &Value) -> Vec<u8> {

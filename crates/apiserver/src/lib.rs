@@ -10,6 +10,7 @@ mod deletion;
 mod discovery;
 mod http;
 mod managed;
+mod metrics;
 mod namespaces;
 mod nodeproxy;
 mod object;
@@ -136,6 +137,7 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             ready: std::sync::atomic::AtomicBool::new(false),
             node_dialer: Some(nodeproxy::NodeDialer::new(pki.node_client_config()?)),
+            metrics: metrics::RequestCounter::default(),
         });
         let kubeconfig = config.data_dir.join("kubeconfig.yaml");
         pki.write_kubeconfig(&kubeconfig, &url)?;

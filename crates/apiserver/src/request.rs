@@ -32,6 +32,7 @@ pub enum Route {
     OpenApiV2,
     OpenApiV3Root,
     OpenApiV3(String),
+    Metrics,
     Resource(ResourcePath),
     NotFound,
 }
@@ -49,6 +50,7 @@ pub fn route(path: &str) -> Route {
         ["livez"] | ["livez", ..] => Route::Healthz("livez"),
         ["readyz"] | ["readyz", ..] => Route::Healthz("readyz"),
         ["version"] => Route::Version,
+        ["metrics"] => Route::Metrics,
         ["api"] => Route::ApiVersions,
         ["apis"] => Route::ApiGroups,
         ["apis", g] => Route::ApiGroup(g.to_string()),
