@@ -25,8 +25,8 @@ struct Args {
     /// The ferry binary to start (`ferry server ...`).
     #[arg(long, default_value = "target/release/ferry")]
     ferry_bin: PathBuf,
-    /// Pods (ReplicaSet replicas, and direct creates for the baseline). The node accepts 110 pods.
-    #[arg(long, default_value_t = 100)]
+    /// Pods (ReplicaSet replicas, and direct creates for the baseline); the server gets `--max-pods` to fit them.
+    #[arg(long, default_value_t = 500)]
     pods: usize,
     /// Seconds the idle request rate is measured over.
     #[arg(long, default_value_t = 60)]
@@ -148,7 +148,7 @@ async fn measure(args: &Args, server: &Server, node: &str) -> Result<Results> {
     let node_obj = wait_node_ready(&client, node, Duration::from_secs(60)).await?;
     let capacity = allocatable_pods(&node_obj).unwrap_or(0);
     if args.pods > capacity {
-        bail!("--pods {} is more than node {node} accepts ({capacity} pods; one node, no --max-pods flag)", args.pods);
+        bail!("--pods {} is more than node {node} accepts ({capacity} pods)", args.pods);
     }
     let n = args.pods;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
@@ -365,7 +365,10 @@ async fn run(args: &Args) -> Result<String> {
     let (prefix, octet) = pick_network()?;
     let node = format!("bench-{}", &prefix[2..]);
     eprintln!("ferry-bench-workloads: starting {} (pods on 10.{octet}.0.0/16, names {prefix}*)", ferry.display());
-    let mut server = Server::start(&ferry, &work.path().join("ferry"), &prefix, octet, &node, &[])?;
+    // Room for N pods on the one node: capacity and a pod CIDR big enough (/22: 1022 addresses).
+    let max_pods = (args.pods + 10).max(110).to_string();
+    let extra = ["--max-pods", max_pods.as_str(), "--node-cidr-mask-size", "22"];
+    let mut server = Server::start(&ferry, &work.path().join("ferry"), &prefix, octet, &node, &extra)?;
     let results = match measure(args, &server, &node).await {
         Ok(r) => r,
         Err(e) => bail!("{e:#}\nferry's log ends with:\n{}", server.log_tail()),

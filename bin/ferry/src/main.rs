@@ -94,6 +94,12 @@ struct ServerArgs {
     /// node's own address, shared between Services port by port.
     #[arg(long)]
     load_balancer_pool: Option<String>,
+    /// The node's pod capacity (the scheduler places no more pods on it).
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// Prefix length of each node's pod CIDR inside --cluster-cidr (/24: 254 pod addresses).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(16..=28))]
+    node_cidr_mask_size: u8,
     /// Seconds a node may go without renewing its Lease before it is marked Unknown, tainted unreachable, and
     /// (after its pods' tolerationSeconds, 300 by default) emptied so controllers replace its pods elsewhere.
     #[arg(long, default_value_t = 40)]
@@ -216,6 +222,8 @@ async fn server(args: ServerArgs) -> Result<()> {
         let mut node =
             ferry_kubelet::NodeConfig::new(kubeconfig, node_name.clone(), advertise, cluster_cidr, agent_dir.clone());
         node.kubelet_port = args.kubelet_port;
+        node.max_pods = args.max_pods;
+        node.node_cidr_prefix = args.node_cidr_mask_size;
         let ferry_exe = std::env::current_exe().context("locating the ferry executable")?;
         let network: Arc<dyn ferry_sys::Network> =
             Arc::new(ferry_sys_linux::IpNetwork::find().context("the node agent needs iproute2's `ip`")?);

@@ -14,7 +14,7 @@ use tokio::time::{sleep, Duration, Instant};
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::cidr::{pick_pod_cidr, CidrError, Ipv4Cidr, NODE_CIDR_PREFIX};
+use crate::cidr::{pick_pod_cidr, CidrError, Ipv4Cidr};
 use crate::host::HostInfo;
 use crate::node::{
     default_labels, labels_to_set, new_node, node_status, pod_cidr_of, registration_labels, status_changed,
@@ -190,11 +190,11 @@ impl Agent {
         Ok(())
     }
 
-    /// The first /24 of the cluster CIDR that no other Node holds.
+    /// The first block (`node_cidr_prefix`, /24 by default) of the cluster CIDR that no other Node holds.
     async fn pick_cidr(&self) -> Result<Ipv4Cidr, SyncError> {
         let nodes = self.nodes.list(&Default::default()).await.map_err(api("listing nodes"))?;
         let used = used_pod_cidrs(&nodes.items, &self.config.node_name);
-        Ok(pick_pod_cidr(self.cluster_cidr, NODE_CIDR_PREFIX, &used)?)
+        Ok(pick_pod_cidr(self.cluster_cidr, self.config.node_cidr_prefix, &used)?)
     }
 
     async fn lease_loop(&self, mut shutdown: watch::Receiver<bool>, mut uid_rx: watch::Receiver<Option<String>>) {

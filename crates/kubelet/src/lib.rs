@@ -45,6 +45,10 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     /// The port advertised in `status.daemonEndpoints.kubeletEndpoint`.
     pub kubelet_port: u16,
+    /// The node's `pods` capacity (upstream's `--max-pods`, default 110).
+    pub max_pods: u32,
+    /// The size of the node's pod CIDR within the cluster CIDR (upstream's `--node-cidr-mask-size`, default 24).
+    pub node_cidr_prefix: u8,
     pub timing: Timing,
 }
 
@@ -90,6 +94,8 @@ impl NodeConfig {
             data_dir,
             labels: BTreeMap::from([(node::CONTROL_PLANE_LABEL.to_string(), "true".to_string())]),
             kubelet_port: 10250,
+            max_pods: node::DEFAULT_MAX_PODS,
+            node_cidr_prefix: cidr::NODE_CIDR_PREFIX,
             timing: Timing::default(),
         }
     }

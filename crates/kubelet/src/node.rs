@@ -17,7 +17,7 @@ use crate::NodeConfig;
 /// What `kubectl get nodes` shows as VERSION.
 pub const KUBELET_VERSION: &str = "v1.33.0+ferry";
 /// Pods a node accepts (upstream's default `--max-pods`).
-pub const MAX_PODS: u32 = 110;
+pub const DEFAULT_MAX_PODS: u32 = 110;
 /// The k3s-style role label of a server node.
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
 
@@ -79,14 +79,14 @@ fn bytes_quantity(bytes: u64) -> Quantity {
     }
 }
 
-fn resources(cpus: u32, memory_bytes: u64, storage_bytes: u64) -> BTreeMap<String, Quantity> {
+fn resources(cpus: u32, memory_bytes: u64, storage_bytes: u64, max_pods: u32) -> BTreeMap<String, Quantity> {
     BTreeMap::from([
         ("cpu".to_string(), Quantity(cpus.to_string())),
         ("ephemeral-storage".to_string(), bytes_quantity(storage_bytes)),
         ("hugepages-1Gi".to_string(), Quantity("0".into())),
         ("hugepages-2Mi".to_string(), Quantity("0".into())),
         ("memory".to_string(), bytes_quantity(memory_bytes)),
-        ("pods".to_string(), Quantity(MAX_PODS.to_string())),
+        ("pods".to_string(), Quantity(max_pods.to_string())),
     ])
 }
 
@@ -106,11 +106,12 @@ fn condition(type_: &str, status: &str, reason: &str, message: &str) -> NodeCond
 pub fn node_status(config: &NodeConfig, host: &HostInfo, previous: Option<&NodeStatus>, now: Timestamp) -> NodeStatus {
     let memory = host.memory_kib.saturating_mul(1024);
     let storage = host.ephemeral_storage_bytes;
-    let capacity = resources(host.cpus, memory, storage);
+    let capacity = resources(host.cpus, memory, storage, config.max_pods);
     let allocatable = resources(
         host.cpus,
         memory.saturating_sub(MEMORY_EVICTION_BYTES),
         storage - storage / 100 * NODEFS_EVICTION_PERCENT,
+        config.max_pods,
     );
     let conditions = [
         condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
