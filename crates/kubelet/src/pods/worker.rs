@@ -150,7 +150,9 @@ pub async fn run(
     loop {
         tokio::select! {
             u = updates.recv() => match u {
-                Some(Some(p)) => pod = p,
+                // Never step back: an event older than the pod this worker already holds (e.g. from before its own
+                // last status write) would make it recompute conditions against stale ones and write again.
+                Some(Some(p)) => if !older(&p, &pod) { pod = p },
                 Some(None) | None => gone = true,
             },
             _ = stop.changed() => {
@@ -561,7 +563,8 @@ pub async fn run(
             match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await {
                 Ok(p) => {
                     last_status = status;
-                    if p.metadata.deletion_timestamp.is_some() {
+                    // The written pod is the newest this worker knows: later computations start from it.
+                    if !older(&p, &pod) {
                         pod = p;
                     }
                 }
@@ -569,6 +572,15 @@ pub async fn run(
                 Err(e) => tracing::debug!(pod = %name, error = %e, "posting pod status"),
             }
         }
+    }
+}
+
+/// Whether `candidate` is an older version of `current` (store revisions as resourceVersions).
+fn older(candidate: &Pod, current: &Pod) -> bool {
+    let rv = |p: &Pod| p.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+    match (rv(candidate), rv(current)) {
+        (Some(a), Some(b)) => a < b,
+        _ => false,
     }
 }
 
