@@ -79,6 +79,68 @@ pub fn template_labels(template: Option<&PodTemplateSpec>) -> BTreeMap<String, S
     template.and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default()
 }
 
+/// The accessors ReplicaSet and ReplicationController share: their specs and statuses have the same fields under
+/// different type names.
+macro_rules! replica_accessors {
+    ($status:ident, $condition:ident) => {
+        fn replicas(&self) -> i32 {
+            self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+        }
+
+        fn min_ready_seconds(&self) -> i32 {
+            self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+        }
+
+        fn template(&self) -> Option<&PodTemplateSpec> {
+            self.spec.as_ref().and_then(|s| s.template.as_ref())
+        }
+
+        fn replica_status(&self) -> ReplicaStatus {
+            let Some(s) = self.status.as_ref() else { return ReplicaStatus::default() };
+            ReplicaStatus {
+                replicas: s.replicas,
+                fully_labeled_replicas: s.fully_labeled_replicas.unwrap_or(0),
+                ready_replicas: s.ready_replicas.unwrap_or(0),
+                available_replicas: s.available_replicas.unwrap_or(0),
+                observed_generation: s.observed_generation.unwrap_or(0),
+                conditions: s
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .map(|c| ReplicaCondition {
+                        type_: c.type_.clone(),
+                        status: c.status.clone(),
+                        last_transition_time: c.last_transition_time.clone(),
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                    })
+                    .collect(),
+            }
+        }
+
+        fn set_replica_status(&mut self, status: &ReplicaStatus) {
+            let s = self.status.get_or_insert_with($status::default);
+            s.replicas = status.replicas;
+            s.fully_labeled_replicas = non_zero(status.fully_labeled_replicas);
+            s.ready_replicas = non_zero(status.ready_replicas);
+            s.available_replicas = non_zero(status.available_replicas);
+            s.observed_generation = non_zero(status.observed_generation);
+            let conditions: Vec<$condition> = status
+                .conditions
+                .iter()
+                .map(|c| $condition {
+                    type_: c.type_.clone(),
+                    status: c.status.clone(),
+                    last_transition_time: c.last_transition_time.clone(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                })
+                .collect();
+            s.conditions = non_empty(conditions);
+        }
+    };
+}
+
 impl ReplicaOwner for ReplicaSet {
     const COMPONENT: &'static str = "replicaset-controller";
 
@@ -89,61 +151,7 @@ impl ReplicaOwner for ReplicaSet {
         LabelSelector::from_json(&json)
     }
 
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
-    }
-
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().and_then(|s| s.template.as_ref())
-    }
-
-    fn replica_status(&self) -> ReplicaStatus {
-        let Some(s) = self.status.as_ref() else { return ReplicaStatus::default() };
-        ReplicaStatus {
-            replicas: s.replicas,
-            fully_labeled_replicas: s.fully_labeled_replicas.unwrap_or(0),
-            ready_replicas: s.ready_replicas.unwrap_or(0),
-            available_replicas: s.available_replicas.unwrap_or(0),
-            observed_generation: s.observed_generation.unwrap_or(0),
-            conditions: s
-                .conditions
-                .iter()
-                .flatten()
-                .map(|c| ReplicaCondition {
-                    type_: c.type_.clone(),
-                    status: c.status.clone(),
-                    last_transition_time: c.last_transition_time.clone(),
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    fn set_replica_status(&mut self, status: &ReplicaStatus) {
-        let s = self.status.get_or_insert_with(ReplicaSetStatus::default);
-        s.replicas = status.replicas;
-        s.fully_labeled_replicas = non_zero(status.fully_labeled_replicas);
-        s.ready_replicas = non_zero(status.ready_replicas);
-        s.available_replicas = non_zero(status.available_replicas);
-        s.observed_generation = non_zero(status.observed_generation);
-        let conditions: Vec<ReplicaSetCondition> = status
-            .conditions
-            .iter()
-            .map(|c| ReplicaSetCondition {
-                type_: c.type_.clone(),
-                status: c.status.clone(),
-                last_transition_time: c.last_transition_time.clone(),
-                reason: c.reason.clone(),
-                message: c.message.clone(),
-            })
-            .collect();
-        s.conditions = non_empty(conditions);
-    }
+    replica_accessors!(ReplicaSetStatus, ReplicaSetCondition);
 }
 
 impl ReplicaOwner for ReplicationController {
@@ -156,61 +164,7 @@ impl ReplicaOwner for ReplicationController {
         }
     }
 
-    fn replicas(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-    }
-
-    fn min_ready_seconds(&self) -> i32 {
-        self.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
-    }
-
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().and_then(|s| s.template.as_ref())
-    }
-
-    fn replica_status(&self) -> ReplicaStatus {
-        let Some(s) = self.status.as_ref() else { return ReplicaStatus::default() };
-        ReplicaStatus {
-            replicas: s.replicas,
-            fully_labeled_replicas: s.fully_labeled_replicas.unwrap_or(0),
-            ready_replicas: s.ready_replicas.unwrap_or(0),
-            available_replicas: s.available_replicas.unwrap_or(0),
-            observed_generation: s.observed_generation.unwrap_or(0),
-            conditions: s
-                .conditions
-                .iter()
-                .flatten()
-                .map(|c| ReplicaCondition {
-                    type_: c.type_.clone(),
-                    status: c.status.clone(),
-                    last_transition_time: c.last_transition_time.clone(),
-                    reason: c.reason.clone(),
-                    message: c.message.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    fn set_replica_status(&mut self, status: &ReplicaStatus) {
-        let s = self.status.get_or_insert_with(ReplicationControllerStatus::default);
-        s.replicas = status.replicas;
-        s.fully_labeled_replicas = non_zero(status.fully_labeled_replicas);
-        s.ready_replicas = non_zero(status.ready_replicas);
-        s.available_replicas = non_zero(status.available_replicas);
-        s.observed_generation = non_zero(status.observed_generation);
-        let conditions: Vec<ReplicationControllerCondition> = status
-            .conditions
-            .iter()
-            .map(|c| ReplicationControllerCondition {
-                type_: c.type_.clone(),
-                status: c.status.clone(),
-                last_transition_time: c.last_transition_time.clone(),
-                reason: c.reason.clone(),
-                message: c.message.clone(),
-            })
-            .collect();
-        s.conditions = non_empty(conditions);
-    }
+    replica_accessors!(ReplicationControllerStatus, ReplicationControllerCondition);
 }
 
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
