@@ -265,18 +265,7 @@ async fn run_in(args: &Args, work: &Path) -> Result<Report> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    let report = rt.block_on(async {
-        let limit = Duration::from_secs(args.timeout_secs.max(1));
-        tokio::select! {
-            r = tokio::time::timeout(limit, run(&args)) => match r {
-                Ok(r) => r,
-                Err(_) => bail!("gave up after {limit:?} (--timeout-secs); everything started was stopped"),
-            },
-            _ = tokio::signal::ctrl_c() => bail!("interrupted; everything started was stopped"),
-        }
-    })?;
-    rt.shutdown_timeout(Duration::from_secs(5));
+    let report = ferry_bench::run_bounded(args.timeout_secs, run(&args))?;
     print!("{}", report.markdown());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report.json())?;
